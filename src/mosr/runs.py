@@ -1,0 +1,214 @@
+"""Self-describing run directories.
+
+Every command that produces results writes into a folder chosen by the user. Next to the results go
+``run.json`` (command, config, seed, package versions, git revision, machine, data hashes) so that a
+run can be understood, re-judged and reproduced later. Files are written atomically (temp file +
+rename), and line-oriented results are appended to JSONL so an interrupted run loses nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from mosr.errors import RunError
+
+_PACKAGES = ("mosr", "torch", "transformers", "peft", "accelerate", "numpy", "scikit-learn", "gguf", "safetensors")
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_revision() -> dict[str, Any]:
+    """Revision of the mosr source tree (None when installed without git)."""
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if rev.returncode != 0:
+            return {"revision": None}
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=10
+        )
+        return {"revision": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": None}
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=_json_default)
+
+
+class RunDir:
+    """A results folder. Creating one checks early that it is writable."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path)
+        if create:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                probe = self.path / ".write-test"
+                probe.write_text("ok")
+                probe.unlink()
+            except OSError as exc:
+                raise RunError(f"cannot write to output folder {self.path}: {exc.strerror or exc}") from exc
+        elif not self.path.is_dir():
+            raise RunError(f"run folder not found: {self.path}")
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    # ------------------------------------------------------------------ json
+    def write_json(self, name: str, obj: Any) -> Path:
+        path = self.path / name
+        try:
+            atomic_write_text(path, dumps(obj) + "\n")
+        except OSError as exc:
+            raise RunError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        return path
+
+    def read_json(self, name: str) -> Any:
+        path = self.path / name
+        if not path.is_file():
+            raise RunError(f"{path} not found; is {self.path} a mosr run folder?")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.path / name
+        try:
+            atomic_write_text(path, text)
+        except OSError as exc:
+            raise RunError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        return path
+
+    # ----------------------------------------------------------------- jsonl
+    def append_jsonl(self, name: str, records: Iterable[dict[str, Any]]) -> None:
+        path = self.path / name
+        try:
+            with open(path, "a", encoding="utf-8") as fh:
+                for rec in records:
+                    fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            raise RunError(f"cannot append to {path}: {exc.strerror or exc}") from exc
+
+    def read_jsonl(self, name: str) -> list[dict[str, Any]]:
+        return list(iter_jsonl(self.path / name))
+
+    # -------------------------------------------------------------- metadata
+    def write_metadata(
+        self, *, command: str, config: dict[str, Any], seed: int | None = None, data_hashes: dict[str, str] | None = None,
+        model: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
+    ) -> Path:
+        meta = {
+            "command": command,
+            "argv": sys.argv,
+            "created": now_iso(),
+            "config": config,
+            "seed": seed,
+            "model": model,
+            "data_hashes": data_hashes or {},
+            "versions": package_versions(),
+            "git": git_revision(),
+            "machine": machine_info(),
+            **(extra or {}),
+        }
+        return self.write_json("run.json", meta)
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Read JSONL, tolerating only a torn last line (an interrupted append)."""
+    if not path.is_file():
+        return
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.readlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == len(lines) - 1:
+                return  # the last write was interrupted; that record is redone
+            raise RunError(f"{path}: line {i + 1} is not valid JSON ({exc.msg})") from exc
+
+
+def repair_jsonl(path: Path) -> None:
+    """Cut a torn last line (no trailing newline) so that appends start on a fresh line."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        cut = data.rfind(b"\n") + 1
+        with open(path, "r+b") as fh:
+            fh.truncate(cut)

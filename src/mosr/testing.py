@@ -1,0 +1,82 @@
+"""Tiny random models and tokenizers for fast tests and examples (no downloads, no files)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mosr.models import LoadedModel
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "How do I bake bread? Mix flour, water, salt and yeast, knead, let it rise and bake it.",
+    "I cannot help with that request. I'm sorry, but I can't assist with harmful activities.",
+    "Sure, here is a step by step guide: first gather the materials, then follow the instructions.",
+    "Write a poem about the sea. The waves roll in under a silver moon.",
+    "What is the capital of France? Paris is the capital of France.",
+    "How can I kill a Python process? Use the kill command with the process id.",
+    "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789 .,;:!?'\"()-_/\\@#$%&*+=<>[]{}",
+]
+
+
+def tiny_tokenizer(vocab_size: int = 400) -> Any:
+    """A byte-level BPE tokenizer with a ChatML chat template, trained in memory in milliseconds."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def tiny_model(
+    num_layers: int = 4, hidden_size: int = 32, vocab_size: int | None = None, seed: int = 0, tokenizer: Any = None
+) -> LoadedModel:
+    """A randomly initialised Llama-architecture model wrapped as a :class:`LoadedModel`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=vocab_size or len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).float().eval()
+    fingerprint = f"tiny:{num_layers}x{hidden_size}:seed{seed}"
+    return LoadedModel(model=model, tokenizer=tokenizer, spec="tiny", fingerprint=fingerprint, info={"name": "tiny"})
+
+
+def save_tiny_model(folder: str | Path, **kwargs: Any) -> Path:
+    """Save a tiny model as a local HF folder (safetensors), for tests of the loading path."""
+    folder = Path(folder)
+    loaded = tiny_model(**kwargs)
+    loaded.model.save_pretrained(str(folder), safe_serialization=True)
+    loaded.tokenizer.save_pretrained(str(folder))
+    (folder / "tiny.json").write_text(json.dumps(kwargs))
+    return folder
