@@ -1,0 +1,34 @@
+"""``mosr eval``: safety, over-refusal and capability of a model (and adapter)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mosr.evaluate import EvalConfig, headline, run_eval
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="generate, judge and score a model on the evaluation suites")
+    p.add_argument("--model", default="default", help="'default' (embedded SmolLM2-135M), a hub id, a local folder or a .gguf file")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder (from mosr train)")
+    p.add_argument("--suite", default="over-refusal", help="safety, over-refusal, capability, all, or a comma list")
+    p.add_argument("--out", required=True, help="run folder (rerun into the same folder to resume)")
+    p.add_argument("--limit", type=int, default=None, help="first N samples of each set (default: all)")
+    p.add_argument("--judge", default="default", help="judge name (see docs/JUDGES.md)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = EvalConfig(
+        model=args.model, adapter=args.adapter, suites=args.suite, limit=args.limit, judge=args.judge,
+        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, system=args.system, seed=args.seed,
+    )
+    metrics = run_eval(config, args.out)
+    for name, value in headline(metrics).items():
+        print(f"{name:24} {value.fmt() if hasattr(value, 'fmt') else f'{value:.2f}'}")
+    print(f"results: {args.out}/summary.md")
+    return 0

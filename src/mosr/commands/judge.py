@@ -1,0 +1,25 @@
+"""``mosr judge RUN --judge J``: re-judge stored completions without generating again."""
+
+from __future__ import annotations
+
+import argparse
+
+from mosr.evaluate import finish_run, headline
+from mosr.runs import RunDir
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("judge", help="re-judge an eval run's completions with another judge")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--judge", default="default")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mosr.judges import get_judge
+
+    get_judge(args.judge)
+    metrics = finish_run(RunDir(args.run_dir, create=False), args.judge)
+    for name, value in headline(metrics).items():
+        print(f"{name:24} {value.fmt() if hasattr(value, 'fmt') else f'{value:.2f}'}")
+    return 0

@@ -1,0 +1,170 @@
+"""Batched greedy generation.
+
+Prompts are chat-formatted with :func:`mosr.models.format_prompt`, sorted by length, left-padded and
+decoded in batches with a KV cache. Rows that have produced an end-of-turn token are dropped from the
+batch (and from the cache) as they finish, so short answers do not pay for long ones. Greedy
+decoding; outputs are identical to one-prompt-at-a-time ``model.generate`` up to floating-point
+differences from padding (see benchmarks/generation.py, which measures agreement).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from mosr.errors import ConfigError
+from mosr.models import LoadedModel, format_prompt
+from mosr.progress import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How completions are produced."""
+
+    max_new_tokens: int = 64
+    batch_size: int = 32
+    system: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """End-of-sequence ids: the tokenizer's EOS plus the model's generation-config EOS ids."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<|endoftext|>"):
+        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
+        if tid is not None and tid != tokenizer.unk_token_id:
+            ids.add(int(tid))
+    return sorted(ids)
+
+
+def _select_cache_rows(cache, keep: torch.Tensor):
+    """Keep only ``keep`` rows of a transformers KV cache (DynamicCache or legacy tuple)."""
+    if hasattr(cache, "batch_select_indices"):
+        cache.batch_select_indices(keep)
+        return cache
+    if hasattr(cache, "layers"):
+        for layer in cache.layers:
+            layer.keys = layer.keys.index_select(0, keep)
+            layer.values = layer.values.index_select(0, keep)
+        return cache
+    return tuple(tuple(t.index_select(0, keep) for t in layer) for layer in cache)
+
+
+def _accepts(model: torch.nn.Module, name: str) -> bool:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return name in inspect.signature(base.forward).parameters
+
+
+def _cache_names(model: torch.nn.Module) -> tuple[str, str]:
+    """Keyword and output attribute of the KV cache (``cache`` in newer transformers)."""
+    if _accepts(model, "cache"):
+        return "cache", "cache"
+    return "past_key_values", "past_key_values"
+
+
+@torch.inference_mode()
+def _generate_batch(loaded: LoadedModel, texts: list[str], max_new_tokens: int, stop_ids: list[int]) -> list[list[int]]:
+    tok, model = loaded.tokenizer, loaded.model
+    device = loaded.device
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    input_ids = enc["input_ids"].to(device)
+    attn = enc["attention_mask"].to(device)
+    n = input_ids.shape[0]
+    out: list[list[int]] = [[] for _ in range(n)]
+    alive = torch.arange(n, device=device)
+    stop = torch.tensor(stop_ids, device=device)
+    position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
+    cache_arg, cache_out = _cache_names(model)
+    extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+    past = None
+    step_input, step_pos = input_ids, position_ids
+    for _ in range(max_new_tokens):
+        res = model(input_ids=step_input, attention_mask=attn, position_ids=step_pos, use_cache=True, **{cache_arg: past}, **extra)
+        past = getattr(res, cache_out)
+        next_tok = res.logits[:, -1, :].argmax(dim=-1)
+        finished = torch.isin(next_tok, stop)
+        for row, token, stopped in zip(alive.tolist(), next_tok.tolist(), finished.tolist()):
+            if not stopped:
+                out[row].append(token)
+        keep = (~finished).nonzero(as_tuple=True)[0]
+        if keep.numel() == 0:
+            break
+        if keep.numel() < alive.numel():
+            alive = alive.index_select(0, keep)
+            next_tok = next_tok.index_select(0, keep)
+            attn = attn.index_select(0, keep)
+            step_pos = step_pos.index_select(0, keep)
+            past = _select_cache_rows(past, keep)
+        attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
+        step_pos = step_pos[:, -1:] + 1
+        step_input = next_tok[:, None]
+    return out
+
+
+def generate(
+    loaded: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    system: str | None = None,
+    response_prefixes: Sequence[str] | None = None,
+    desc: str = "generating",
+    on_batch: Callable[[list[int], list[str]], None] | None = None,
+    done: Sequence[bool] | None = None,
+) -> list[str]:
+    """Greedy completions for raw user prompts, in the order given.
+
+    ``response_prefixes`` (one per prompt, may be empty strings) are placed at the start of the
+    assistant turn, for prefilling attacks; the returned completion excludes the prefix.
+    ``on_batch(indices, completions)`` is called after each batch, so callers can persist results as
+    they finish. Batches are fixed by prompt length alone, so a resumed run (``done`` marks prompts
+    already finished; batches made only of those are skipped and return ``""``) decodes every
+    remaining prompt in exactly the batch it had in an uninterrupted run.
+    """
+    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system)
+    if response_prefixes is not None and len(response_prefixes) != len(prompts):
+        raise ConfigError(f"{len(response_prefixes)} response prefixes for {len(prompts)} prompts")
+    tok = loaded.tokenizer
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    texts = [
+        format_prompt(tok, p, system=config.system, response_prefix=(response_prefixes[i] if response_prefixes else ""))
+        for i, p in enumerate(prompts)
+    ]
+    lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+    stop_ids = stop_token_ids(tok)
+    results: list[str | None] = [None] * len(texts)
+    bar = progress(total=len(texts), desc=desc, unit="prompt")
+    try:
+        for start in range(0, len(order), config.batch_size):
+            idx = order[start : start + config.batch_size]
+            if done is not None and all(done[i] for i in idx):
+                bar.update(len(idx))
+                continue
+            token_lists = _generate_batch(loaded, [texts[i] for i in idx], config.max_new_tokens, stop_ids)
+            decoded = tok.batch_decode(token_lists, skip_special_tokens=True)
+            for i, text in zip(idx, decoded):
+                results[i] = text.strip()
+            if on_batch is not None:
+                on_batch(idx, [results[i] for i in idx])  # type: ignore[misc]
+            bar.update(len(idx))
+    finally:
+        bar.close()
+    return [r if r is not None else "" for r in results]

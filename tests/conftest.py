@@ -1,0 +1,20 @@
+import os
+
+import pytest
+
+os.environ.setdefault("MOSR_PROGRESS", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from mosr.testing import tiny_model
+
+    return tiny_model()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep converted-model caches of tests out of the user's cache, except for the real model."""
+    if "MOSR_TEST_CACHE" in os.environ:
+        monkeypatch.setenv("MOSR_CACHE", os.environ["MOSR_TEST_CACHE"])
