@@ -48,6 +48,9 @@ class EvalConfig:
     model: str = "default"
     adapter: str | None = None
     suites: list[str] = field(default_factory=lambda: ["over-refusal"])
+    datasets: list[str] = field(default_factory=list)  # extra user CSV/JSONL files (suite "custom")
+    prompt_column: str = "prompt"
+    label_column: str | None = None
     limit: int | None = None  # first N samples of each (dataset, attack) task
     judge: str = "default"
     max_new_tokens: int = 64
@@ -56,7 +59,9 @@ class EvalConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.suites = resolve_suites(self.suites)
+        self.suites = resolve_suites(self.suites) if (self.suites or not self.datasets) else []
+        for path in self.datasets:
+            load_dataset(path, prompt_column=self.prompt_column, label_column=self.label_column)  # validate early
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
@@ -64,15 +69,21 @@ class EvalConfig:
 
     def generation_key(self) -> dict[str, Any]:
         """Settings that change completions; a resumed run must keep them."""
-        return {k: getattr(self, k) for k in ("model", "adapter", "max_new_tokens", "batch_size", "system")}
+        return {k: getattr(self, k) for k in ("model", "adapter", "max_new_tokens", "batch_size", "system", "prompt_column")}
 
 
 def record_key(dataset: str, attack: str, sample_id: str) -> str:
     return f"{dataset}|{attack}|{sample_id}"
 
 
-def task_samples(task: Task, limit: int | None) -> list[Sample]:
+def task_samples(task: Task, limit: int | None, config: "EvalConfig | None" = None) -> list[Sample]:
+    if task.suite == "custom" and config is not None:
+        return load_dataset(task.dataset, limit=limit, prompt_column=config.prompt_column, label_column=config.label_column)
     return load_dataset(task.dataset, limit=limit)
+
+
+def config_tasks(config: "EvalConfig") -> list[Task]:
+    return tasks_for(config.suites) + [Task("custom", path) for path in config.datasets]
 
 
 def _check_resumable(run: RunDir, config: EvalConfig) -> None:
@@ -94,8 +105,8 @@ def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir) -
     repair_jsonl(path)
     existing = {rec["key"]: rec for rec in iter_jsonl(path)}
     out: list[dict[str, Any]] = []
-    for task in tasks_for(config.suites):
-        samples = task_samples(task, config.limit)
+    for task in config_tasks(config):
+        samples = task_samples(task, config.limit, config)
         attack = get_attack(task.attack)
         pairs = [attack.apply(s) for s in samples]
         keys = [record_key(task.dataset, task.attack, s.id) for s in samples]
@@ -318,12 +329,12 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
     from mosr.models import load_model
 
     get_judge(config.judge)  # fail on an unknown judge before any generation
+    tasks = config_tasks(config)
+    data_hashes = {t.dataset: samples_hash(task_samples(t, config.limit, config)) for t in tasks}
+    if loaded is None:
+        loaded = load_model(config.model, config.adapter)  # fails before anything is written
     run = RunDir(out)
     _check_resumable(run, config)
-    tasks = tasks_for(config.suites)
-    data_hashes = {t.dataset: samples_hash(task_samples(t, config.limit)) for t in tasks}
-    if loaded is None:
-        loaded = load_model(config.model, config.adapter)
     run.write_metadata(command="eval", config=asdict(config), seed=config.seed, data_hashes=data_hashes, model=loaded.describe())
     torch.manual_seed(config.seed)
     generate_completions(loaded, config, run)

@@ -11,7 +11,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="generate, judge and score a model on the evaluation suites")
     p.add_argument("--model", default="default", help="'default' (embedded SmolLM2-135M), a hub id, a local folder or a .gguf file")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (from mosr train)")
-    p.add_argument("--suite", default="over-refusal", help="safety, over-refusal, capability, all, or a comma list")
+    p.add_argument("--suite", default=None, help="safety, over-refusal, capability, all, or a comma list (default: over-refusal, or none when --dataset is given)")
+    p.add_argument("--dataset", action="append", default=[], metavar="FILE",
+                   help="also evaluate your own CSV/JSONL prompts (repeatable); reported per set as suite 'custom'")
+    p.add_argument("--prompt-column", default="prompt", help="prompt column of --dataset files")
+    p.add_argument("--label-column", default=None, help="optional benign/harmful label column of --dataset files")
     p.add_argument("--out", required=True, help="run folder (rerun into the same folder to resume)")
     p.add_argument("--limit", type=int, default=None, help="first N samples of each set (default: all)")
     p.add_argument("--judge", default="default", help="judge name (see docs/JUDGES.md)")
@@ -24,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = EvalConfig(
-        model=args.model, adapter=args.adapter, suites=args.suite, limit=args.limit, judge=args.judge,
+        model=args.model, adapter=args.adapter, suites=args.suite or ([] if args.dataset else ["over-refusal"]),
+        datasets=args.dataset, prompt_column=args.prompt_column, label_column=args.label_column, limit=args.limit, judge=args.judge,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, system=args.system, seed=args.seed,
     )
     metrics = run_eval(config, args.out)

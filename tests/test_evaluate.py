@@ -1,0 +1,111 @@
+"""End-to-end `mosr eval` on a tiny random model: run folder, resume, re-judge, bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mosr.errors import ConfigError, RunError
+from mosr.evaluate import EvalConfig, compute_metrics, finish_run, load_verdicts, run_eval
+from mosr.runs import RunDir
+
+
+@pytest.fixture()
+def small_config():
+    return EvalConfig(model="tiny", suites=["over-refusal", "capability"], limit=3, judge="keyword", max_new_tokens=4, batch_size=2)
+
+
+def test_eval_writes_a_complete_run_folder(tmp_path, tiny, small_config):
+    metrics = run_eval(small_config, tmp_path / "run", loaded=tiny)
+    run = tmp_path / "run"
+    for name in ("run.json", "eval_config.json", "completions.jsonl", "judgments.jsonl", "perplexity.jsonl",
+                 "metrics.json", "summary.md", "rates.png"):
+        assert (run / name).is_file(), name
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["versions"]["torch"] and "revision" in meta["git"] and set(meta["data_hashes"]) == {
+        "xstest-safe", "or-bench-hard:test", "jbb-benign", "self-instruct:test"}
+    assert metrics["n_completions"] == 12
+    assert metrics["suites"]["over-refusal"]["over_refusal"]["n"] == 9
+    assert metrics["suites"]["capability"]["reference_perplexity"]["perplexity"] > 1
+    verdicts = load_verdicts(run)
+    assert len(verdicts) == 12 and ("xstest-safe", "none", "xstest-1") in verdicts
+
+
+def test_interrupted_eval_resumes_to_identical_metrics(tmp_path, tiny, small_config):
+    full = run_eval(small_config, tmp_path / "full", loaded=tiny)
+    part = tmp_path / "part"
+    run_eval(small_config, part, loaded=tiny)
+    lines = (part / "completions.jsonl").read_text().splitlines(keepends=True)
+    # Simulate a kill: keep the first 5 records and half of the sixth (a torn write).
+    (part / "completions.jsonl").write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
+    for name in ("metrics.json", "judgments.jsonl", "perplexity.jsonl"):
+        (part / name).unlink()
+    resumed = run_eval(small_config, part, loaded=tiny)
+    assert resumed == full
+    assert len((part / "completions.jsonl").read_text().splitlines()) == 12
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, tiny, small_config):
+    run_eval(small_config, tmp_path / "run", loaded=tiny)
+    other = EvalConfig(**{**small_config.__dict__, "max_new_tokens": 5})
+    with pytest.raises(RunError, match="other settings"):
+        run_eval(other, tmp_path / "run", loaded=tiny)
+
+
+def test_rejudge_without_generating(tmp_path, tiny, small_config):
+    run_eval(small_config, tmp_path / "run", loaded=tiny)
+    before = (tmp_path / "run" / "completions.jsonl").read_bytes()
+    metrics = finish_run(RunDir(tmp_path / "run", create=False), "gibberish")
+    assert metrics["judge"] == "gibberish"
+    assert (tmp_path / "run" / "completions.jsonl").read_bytes() == before
+    assert {json.loads(l)["judge"] for l in (tmp_path / "run" / "judgments.jsonl").read_text().splitlines()} == {"gibberish"}
+
+
+def test_compute_metrics_by_suite_and_attack():
+    def j(suite, attack, verdict, dataset="d"):
+        return {"suite": suite, "dataset": dataset, "attack": attack, "verdict": verdict, "category": "c"}
+
+    judgments = [j("safety", "none", "refusal"), j("safety", "none", "compliance"), j("safety", "prefill", "compliance"),
+                 j("over-refusal", "none", "gibberish", "o"), j("over-refusal", "none", "compliance", "o")]
+    m = compute_metrics(judgments)
+    assert m["suites"]["safety"]["safety"]["rate"] == 0.5
+    assert m["suites"]["safety"]["attack_success"]["prefill"]["rate"] == 1.0
+    assert m["suites"]["over-refusal"]["over_refusal"]["rate"] == 0.5
+    assert m["tasks"]["d|none"]["by_category"]["c"]["n"] == 2
+
+
+def test_bad_config_values():
+    with pytest.raises(ConfigError, match="unknown suite 'nope'"):
+        EvalConfig(suites=["nope"])
+    with pytest.raises(ConfigError, match="--limit"):
+        EvalConfig(limit=0)
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "mosr.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**__import__("os").environ, "MOSR_PROGRESS": "0"})
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "--suite", "over-refusal", "--judge", "nope", "--out", "{out}"], "unknown judge"),
+        (["eval", "--suite", "nope", "--out", "{out}"], "unknown suite 'nope'"),
+        (["data", "show", "nope"], "unknown dataset 'nope'"),
+        (["eval", "--dataset", "{bad_csv}", "--out", "{out}"], "no column 'prompt'"),
+        (["eval", "--dataset", "{empty_csv}", "--out", "{out}"], "row 2: empty prompt"),
+        (["eval", "--model", "{bad_gguf}", "--out", "{out}"], "not a GGUF file"),
+    ],
+)
+def test_cli_bad_input_is_one_line_error(tmp_path, args, message):
+    (tmp_path / "bad.csv").write_text("question\nhello\n")
+    (tmp_path / "empty.csv").write_text("prompt\nhello\n\"\"\n")
+    (tmp_path / "bad.gguf").write_bytes(b"XXXX")
+    paths = {"out": str(tmp_path / "out"), "bad_csv": str(tmp_path / "bad.csv"), "empty_csv": str(tmp_path / "empty.csv"),
+             "bad_gguf": str(tmp_path / "bad.gguf")}
+    res = _cli(*[a.format(**paths) for a in args])
+    assert res.returncode == 2, res.stderr
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], res.stderr
+    assert not (tmp_path / "out" / "completions.jsonl").exists()
