@@ -1,0 +1,330 @@
+"""Training configuration: one dataclass, loadable from YAML, overridable with ``key=value``.
+
+Precedence: defaults, then the YAML file, then ``--set key=value`` / flags. Unknown keys and
+out-of-range values fail with a one-line :class:`~mosr.errors.ConfigError` that names the key.
+Checks that need the model (layer indices against its depth) run in :meth:`TrainConfig.check_model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mosr.errors import ConfigError
+
+Pooling = Literal["last_prompt", "mean_prompt", "mean_all"]
+SimilarityKind = Literal["knn", "centroid", "max"]
+Sign = Literal["less", "more"]
+Normalize = Literal["global", "batch"]
+TokenScope = Literal["all", "response"]
+AnswerSource = Literal["reference", "own"]
+PrefixUnit = Literal["tokens", "sentences"]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Which loss terms a method uses. Every method runs through the same loop."""
+
+    rep_loss: bool  # erase + representation retain (RR, §4)
+    oalw: bool  # overlap-aware erase weights (§5)
+    caa: bool  # harmful prefix before the refusal (§5); without it the refusal starts the answer
+    refusal_ce: bool  # token cross-entropy on refusals
+    pseudo_retain: bool  # pseudo-malicious prompts with the model's own answers join the retain set
+    ce_retain: bool  # SFT-style cross-entropy on benign answers (baselines without a representation loss)
+    description: str
+
+
+METHODS: dict[str, MethodSpec] = {
+    "mosr": MethodSpec(True, True, True, True, True, False, "RR + OALW-weighted erase + CAA refusal CE + pseudo-malicious retain"),
+    "rr": MethodSpec(True, False, False, False, False, False, "representation rerouting (Circuit Breakers), METHOD §4"),
+    "refusal-sft": MethodSpec(False, False, False, True, False, True, "cross-entropy on harmful prompt -> refusal, plus benign answers"),
+    "derta": MethodSpec(False, False, True, True, False, True, "SFT on harmful prefix + refusal (DeRTa-style), plus benign answers"),
+    "mosr-no-oalw": MethodSpec(True, False, True, True, True, False, "MOSR without overlap-aware weights"),
+    "mosr-no-caa": MethodSpec(True, True, False, True, True, False, "MOSR without harmful prefixes (refusal CE at k=0)"),
+    "mosr-no-oalw-no-caa": MethodSpec(True, False, False, True, True, False, "RR + refusal CE + pseudo-malicious retain"),
+}
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Stored in ``run.json`` and ``mosr_adapter.json``."""
+
+    method: str = _f("mosr", "training method: " + ", ".join(METHODS))
+    model: str = _f("default", "base model spec (default, hub id, local folder or .gguf)")
+    seed: int = _f(0, "seed for LoRA init, batch sampling, CAA prefix lengths and dropout")
+
+    # data
+    pair_datasets: list[str] = _f(["derta"], "harmful prompt + reference harmful response pairs (erase set)")
+    harmful_datasets: list[str] = _f(
+        ["harmful-instructions:train", "advbench:train"], "harmful prompts completed by the base model itself (erase set)"
+    )
+    retain_datasets: list[str] = _f(["self-instruct:train"], "benign instructions (retain set)")
+    retain_answers: AnswerSource = _f("reference", "retain answers: dataset reference answers or the model's own")
+    pseudo_datasets: list[str] = _f(["or-bench-hard:train"], "pseudo-malicious prompts, answered by the base model")
+    max_pairs: int | None = _f(None, "cap on pair_datasets samples (None = all)")
+    max_harmful: int | None = _f(128, "cap on harmful prompts to complete with the base model (None = all)")
+    max_retain: int | None = _f(None, "cap on retain samples (None = all)")
+    max_pseudo: int | None = _f(160, "cap on pseudo-malicious prompts (None = all)")
+    own_max_new_tokens: int = _f(64, "tokens generated per own completion (cached on disk)")
+    gen_batch_size: int = _f(32, "batch size for generating own completions")
+    max_length: int = _f(160, "max tokens per training sequence (prompt + response)")
+    refusal_templates: str | None = _f(None, "text file with one refusal per line (None = built-in templates)")
+    leak_threshold: float = _f(0.85, "near-duplicate threshold of the leak check against evaluation sets")
+
+    # representation rerouting (METHOD §4)
+    target_layers: list[int] | None = _f(None, "layers L_t of the erase/retain losses (None = 1/3 and 2/3 of depth)")
+    alpha: float = _f(10.0, "schedule scale: c_ret = a*t/(2T), c_erase = a*(1 - t/(2T))")
+    erase_tokens: TokenScope = _f("all", "tokens of a malicious sample that enter the erase loss")
+    retain_tokens: TokenScope = _f("all", "tokens of a retain sample that enter the retain loss")
+    truncate: bool = _f(True, "drop decoder blocks after max(target_layers) while computing the representation losses")
+
+    # LoRA
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(16, "LoRA alpha")
+    lora_dropout: float = _f(0.05, "LoRA dropout")
+    lora_modules: list[str] = _f(["all-linear"], "peft target_modules (module names, or all-linear)")
+    lora_layers: list[int] | None = _f(None, "decoder blocks that get LoRA (None = 0..max(target_layers))")
+
+    # optimisation
+    steps: int = _f(150, "optimizer steps T")
+    batch_size: int = _f(4, "rows per role (erase, retain, refusal) per step and process")
+    lr: float = _f(1e-4, "AdamW learning rate")
+    warmup_steps: int = _f(0, "linear warm-up steps")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping (0 = off)")
+    checkpoint_every: int = _f(50, "save adapter + optimizer + step every N steps (0 = only at the end)")
+    keep_checkpoints: int = _f(2, "how many checkpoints to keep")
+
+    # OALW (METHOD §5)
+    oalw_layer: int | None = _f(None, "layer l* of the OALW features (None = last target layer)")
+    oalw_pooling: Pooling = _f("last_prompt", "pooling of the OALW features")
+    oalw_similarity: SimilarityKind = _f("knn", "similarity to the pseudo-malicious set: knn mean, centroid or max cosine")
+    oalw_k: int = _f(8, "neighbours for knn similarity")
+    oalw_tau: float = _f(0.05, "softmax temperature of the weights")
+    oalw_sign: Sign = _f("less", "less: overlapping samples are erased less (paper); more: the reverse")
+    oalw_normalize: Normalize = _f("global", "global: sum w*l / B (weights have dataset mean 1); batch: sum w*l / sum w")
+
+    # CAA + refusal CE (METHOD §5)
+    refusal_beta: float = _f(1.0, "weight beta of the refusal cross-entropy")
+    caa_unit: PrefixUnit = _f("tokens", "unit of the harmful prefix length k")
+    caa_max_prefix: int = _f(40, "k is uniform in 1..min(caa_max_prefix, response length)")
+    caa_zero_share: float = _f(0.3, "share of CAA samples with k = 0 (plain refusal)")
+    caa_in_retain: bool = _f(False, "also add refusal samples to the representation retain set")
+
+    # SFT baselines
+    sft_retain_weight: float = _f(1.0, "weight of the benign-answer cross-entropy (refusal-sft, derta)")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # --------------------------------------------------------------------------------- checks
+    def validate(self) -> None:
+        """Model-independent checks; each message names the key."""
+        if self.method not in METHODS:
+            raise ConfigError(f"method: unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        _check_types(self)
+        positive = {"alpha": self.alpha, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
+                    "lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "max_length": self.max_length,
+                    "own_max_new_tokens": self.own_max_new_tokens, "gen_batch_size": self.gen_batch_size,
+                    "oalw_tau": self.oalw_tau, "oalw_k": self.oalw_k, "caa_max_prefix": self.caa_max_prefix,
+                    "keep_checkpoints": self.keep_checkpoints}
+        for key, value in positive.items():
+            if value <= 0:
+                raise ConfigError(f"{key} must be > 0, got {value}")
+        nonneg = {"warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm,
+                  "checkpoint_every": self.checkpoint_every, "refusal_beta": self.refusal_beta,
+                  "sft_retain_weight": self.sft_retain_weight}
+        for key, value in nonneg.items():
+            if value < 0:
+                raise ConfigError(f"{key} must be >= 0, got {value}")
+        for key in ("lora_dropout", "caa_zero_share"):
+            value = getattr(self, key)
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{key} must be in [0, 1], got {value}")
+        if not 0 < self.leak_threshold <= 1:
+            raise ConfigError(f"leak_threshold must be in (0, 1], got {self.leak_threshold}")
+        for key in ("max_pairs", "max_harmful", "max_retain", "max_pseudo"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key} must be >= 1 or null, got {value}")
+        spec = self.spec
+        if spec.rep_loss or spec.refusal_ce:
+            if not self.pair_datasets and not self.harmful_datasets:
+                raise ConfigError("pair_datasets and harmful_datasets are both empty: the method needs malicious samples")
+        if (spec.rep_loss or spec.ce_retain) and not self.retain_datasets:
+            raise ConfigError("retain_datasets is empty: the method needs benign retain samples")
+        if spec.pseudo_retain or spec.oalw:
+            if not self.pseudo_datasets:
+                raise ConfigError(f"pseudo_datasets is empty: method {self.method} needs pseudo-malicious samples")
+        if self.target_layers is not None and not self.target_layers:
+            raise ConfigError("target_layers is empty; give at least one layer or null for the default")
+        if self.lora_layers is not None and not self.lora_layers:
+            raise ConfigError("lora_layers is empty; give at least one layer or null for the default")
+        if not self.lora_modules:
+            raise ConfigError("lora_modules is empty")
+
+    def check_model(self, n_layers: int) -> None:
+        """Checks against the model depth (layer keys), with the key in the message."""
+        for key in ("target_layers", "lora_layers"):
+            for layer in getattr(self, key) or []:
+                if not -n_layers <= layer < n_layers:
+                    raise ConfigError(f"{key}: layer {layer} is out of range: the model has {n_layers} decoder layers (0..{n_layers - 1})")
+        if self.oalw_layer is not None and not -n_layers <= self.oalw_layer < n_layers:
+            raise ConfigError(f"oalw_layer: layer {self.oalw_layer} is out of range: the model has {n_layers} decoder layers (0..{n_layers - 1})")
+
+    # ------------------------------------------------------------------------------ resolved
+    @property
+    def spec(self) -> MethodSpec:
+        return METHODS[self.method]
+
+    def resolved_target_layers(self, n_layers: int) -> list[int]:
+        layers = self.target_layers if self.target_layers is not None else sorted({max(n_layers // 3, 0), max(2 * n_layers // 3, 0)})
+        return sorted({layer % n_layers for layer in layers})
+
+    def resolved_lora_layers(self, n_layers: int) -> list[int]:
+        if self.lora_layers is not None:
+            return sorted({layer % n_layers for layer in self.lora_layers})
+        return list(range(max(self.resolved_target_layers(n_layers)) + 1))
+
+    def resolved_oalw_layer(self, n_layers: int) -> int:
+        return self.oalw_layer % n_layers if self.oalw_layer is not None else max(self.resolved_target_layers(n_layers))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self, ignore: tuple[str, ...] = ("steps", "checkpoint_every", "keep_checkpoints")) -> str:
+        """Hash of the settings that must not change when a run is resumed."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ignore}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
+        """Defaults <- YAML file <- overrides (``["key=value", ...]`` or a dict)."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            data.update(read_yaml(path))
+        if isinstance(overrides, dict):
+            data.update(overrides)
+        else:
+            data.update(parse_overrides(overrides or []))
+        return cls.from_dict(data)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``key=value`` strings; values are parsed as YAML (``10``, ``[10, 20]``, ``null``); ``a,b`` makes a list."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        if key not in fields:
+            raise ConfigError(f"unknown config key {key!r} in --set {item}; known keys: {', '.join(sorted(fields))}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item}: cannot parse value ({str(exc).splitlines()[0]})") from exc
+        if isinstance(value, str) and "," in value and _is_list_field(key):
+            value = [yaml.safe_load(v.strip()) for v in value.split(",") if v.strip()]
+        if _is_list_field(key) and value is not None and not isinstance(value, list):
+            value = [value]
+        out[key] = value
+    return out
+
+
+def _is_list_field(key: str) -> bool:
+    tp = typing.get_type_hints(TrainConfig)[key]
+    return any(typing.get_origin(a) is list or a is list for a in _union_args(tp))
+
+
+def _union_args(tp: Any) -> tuple[Any, ...]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.get_args(tp)
+    return (tp,)
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _matches(value, hints[f.name]):
+            raise ConfigError(f"{f.name}: expected {_type_name(hints[f.name])}, got {value!r}")
+        if isinstance(value, float) and value != value:
+            raise ConfigError(f"{f.name}: NaN is not a valid value")
+
+
+def _matches(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin is list:
+        (inner,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_matches(v, inner) for v in value)
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + "/".join(map(str, typing.get_args(tp)))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def config_help() -> list[tuple[str, str, Any]]:
+    """(key, help, default) for every field, for ``mosr train --help-config`` and the docs."""
+    out = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        out.append((f.name, f.metadata.get("help", ""), default))
+    return out

@@ -1,0 +1,195 @@
+"""Training data for every method: malicious, benign-retain and pseudo-malicious pairs, and refusals.
+
+Only training splits are used, and a leak check against every evaluation set runs before anything
+is generated: leaking prompts are dropped (and counted), then the clean union is checked again with
+:func:`mosr.data.assert_no_leaks`; anything left stops training with :class:`TrainingError`.
+
+The base model's own completions (of harmful training prompts, pseudo-malicious prompts and,
+optionally, benign instructions) are generated once and cached on disk under
+``<mosr cache>/completions/<model fingerprint>/<prompts hash>-n<tokens>.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mosr.data import Sample, assert_no_leaks, drop_leaks, evaluation_samples, load_dataset, samples_hash
+from mosr.errors import ConfigError, DataError, TrainingError
+from mosr.models import LoadedModel, cache_dir
+from mosr.runs import atomic_write_text
+from mosr.training.config import TrainConfig
+from mosr.training.refusals import load_templates, looks_like_refusal
+
+log = logging.getLogger(__name__)
+
+Role = Literal["malicious", "benign", "pseudo"]
+_SELECT_SEED = 20251128  # fixed, so capped subsets (and their cached completions) do not depend on the training seed
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A prompt and the response trained on (harmful, benign or compliant-to-scary)."""
+
+    id: str
+    prompt: str
+    response: str
+    role: Role
+    source: str
+
+
+@dataclass
+class TrainingData:
+    malicious: list[Pair]
+    benign: list[Pair]
+    pseudo: list[Pair]
+    refusals: list[str]
+    hashes: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"counts": {"malicious": len(self.malicious), "benign": len(self.benign), "pseudo": len(self.pseudo),
+                           "refusal_templates": len(self.refusals)}, **self.summary}
+
+
+# ------------------------------------------------------------------------------------ own completions
+def completion_cache_path(loaded: LoadedModel, samples: Sequence[Sample], max_new_tokens: int) -> Path:
+    model_key = hashlib.sha256(loaded.fingerprint.encode()).hexdigest()[:16]
+    prompts_key = hashlib.sha256("\n".join(s.prompt for s in samples).encode()).hexdigest()[:16]
+    return cache_dir() / "completions" / model_key / f"{prompts_key}-n{max_new_tokens}.json"
+
+
+def own_completions(loaded: LoadedModel, samples: Sequence[Sample], *, max_new_tokens: int, batch_size: int, desc: str) -> list[str]:
+    """Greedy completions of the base model, cached on disk by model fingerprint + prompts hash."""
+    if not samples:
+        return []
+    path = completion_cache_path(loaded, samples, max_new_tokens)
+    if path.is_file():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if [c["prompt"] for c in cached["items"]] == [s.prompt for s in samples]:
+            return [c["completion"] for c in cached["items"]]
+    if loaded.adapter is not None:
+        raise TrainingError(f"own completions must come from the base model, but an adapter is attached ({loaded.adapter})")
+    from mosr.generation import generate
+
+    log.info("generating %d completions for %s (cached in %s)", len(samples), desc, path)
+    outs = generate(loaded, [s.prompt for s in samples], max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc)
+    payload = {"fingerprint": loaded.fingerprint, "max_new_tokens": max_new_tokens,
+               "items": [{"id": s.id, "prompt": s.prompt, "completion": o} for s, o in zip(samples, outs)]}
+    atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=0))
+    return outs
+
+
+# -------------------------------------------------------------------------------------------- builder
+def _load_many(specs: Sequence[str], key: str) -> list[Sample]:
+    out: list[Sample] = []
+    for spec in specs:
+        name = spec.partition(":")[0]
+        if name and ":" not in spec and spec.partition(".")[2] == "":
+            from mosr.data import REGISTRY
+
+            info = REGISTRY.get(name)
+            if info is not None and "eval" in info.role and info.splits:
+                raise ConfigError(f"{key}: {spec!r} names the whole dataset, which includes evaluation splits; use {name}:train")
+        if spec.endswith(":test"):
+            raise ConfigError(f"{key}: {spec!r} is a test split; train on :train and choose settings on :val")
+        try:
+            out.extend(load_dataset(spec))
+        except DataError as exc:
+            raise ConfigError(f"{key}: {exc}") from exc
+    return out
+
+
+def _cap(samples: list[Sample], cap: int | None) -> list[Sample]:
+    if cap is None or len(samples) <= cap:
+        return samples
+    order = sorted(samples, key=lambda s: s.id)
+    random.Random(_SELECT_SEED).shuffle(order)
+    return order[:cap]
+
+
+def _clean(samples: list[Sample], evals: Sequence[Sample], threshold: float, key: str, summary: dict[str, Any]) -> list[Sample]:
+    kept, leaks = drop_leaks(samples, evals, threshold=threshold)
+    summary.setdefault("leaks_dropped", {})[key] = len(samples) - len(kept)
+    if samples and not kept:
+        raise TrainingError(f"{key}: every sample leaks into the evaluation sets; choose another dataset")
+    if leaks:
+        log.info("%s: dropped %d samples that leak into evaluation sets", key, len(samples) - len(kept))
+    return kept
+
+
+def build_training_data(loaded: LoadedModel, cfg: TrainConfig, *, evals: Sequence[Sample] | None = None) -> TrainingData:
+    """Load, leak-check, complete (with the base model) and filter the sets the method needs."""
+    spec = cfg.spec
+    evals = list(evals) if evals is not None else evaluation_samples()
+    summary: dict[str, Any] = {}
+    need_malicious = spec.rep_loss or spec.refusal_ce
+    need_benign = spec.rep_loss or spec.ce_retain
+    need_pseudo = spec.pseudo_retain or spec.oalw
+
+    pairs = _cap(_load_many(cfg.pair_datasets, "pair_datasets"), cfg.max_pairs) if need_malicious else []
+    harmful = _cap(_load_many(cfg.harmful_datasets, "harmful_datasets"), cfg.max_harmful) if need_malicious else []
+    benign = _cap(_load_many(cfg.retain_datasets, "retain_datasets"), cfg.max_retain) if need_benign else []
+    pseudo = _cap(_load_many(cfg.pseudo_datasets, "pseudo_datasets"), cfg.max_pseudo) if need_pseudo else []
+    if any(s.reference is None for s in pairs):
+        bad = next(s for s in pairs if s.reference is None)
+        raise ConfigError(f"pair_datasets: sample {bad.id} has no reference response; put prompt-only sets in harmful_datasets")
+
+    pairs = _clean(pairs, evals, cfg.leak_threshold, "pair_datasets", summary)
+    harmful = _clean(harmful, evals, cfg.leak_threshold, "harmful_datasets", summary)
+    benign = _clean(benign, evals, cfg.leak_threshold, "retain_datasets", summary)
+    pseudo = _clean(pseudo, evals, cfg.leak_threshold, "pseudo_datasets", summary)
+    try:
+        assert_no_leaks(pairs + harmful + benign + pseudo, evals, threshold=cfg.leak_threshold)
+    except DataError as exc:
+        raise TrainingError(f"leak check failed: {exc}") from exc
+    summary["leak_check"] = {"eval_samples": len(evals), "threshold": cfg.leak_threshold, "passed": True}
+
+    gen = {"max_new_tokens": cfg.own_max_new_tokens, "batch_size": cfg.gen_batch_size}
+    malicious = [Pair(s.id, s.prompt, s.reference or "", "malicious", s.source) for s in pairs]
+    own_refusals = 0
+    for s, text in zip(harmful, own_completions(loaded, harmful, desc="own completions (harmful)", **gen)):
+        if not text.strip() or looks_like_refusal(text):
+            own_refusals += 1
+            continue
+        malicious.append(Pair(s.id, s.prompt, text, "malicious", s.source))
+    summary["harmful_prompts_refused_by_base"] = own_refusals
+
+    if cfg.retain_answers == "own":
+        answers = own_completions(loaded, benign, desc="own completions (benign)", **gen)
+    else:
+        missing = [s.id for s in benign if not s.reference]
+        if missing:
+            raise ConfigError(f"retain_answers=reference but {len(missing)} retain samples have no reference (e.g. {missing[0]}); use retain_answers=own")
+        answers = [s.reference or "" for s in benign]
+    benign_pairs = [Pair(s.id, s.prompt, a, "benign", s.source) for s, a in zip(benign, answers)]
+
+    pseudo_pairs = []
+    pseudo_refused = 0
+    for s, text in zip(pseudo, own_completions(loaded, pseudo, desc="own completions (pseudo-malicious)", **gen)):
+        if not text.strip() or looks_like_refusal(text):
+            pseudo_refused += 1  # a refusal is not a compliant answer to retain
+            continue
+        pseudo_pairs.append(Pair(s.id, s.prompt, text, "pseudo", s.source))
+    summary["pseudo_prompts_refused_by_base"] = pseudo_refused
+
+    if need_malicious and not malicious:
+        raise ConfigError("pair_datasets/harmful_datasets: no malicious samples left after the leak check and refusal filter")
+    if need_benign and not benign_pairs:
+        raise ConfigError("retain_datasets: no benign samples left after the leak check")
+    if need_pseudo and not pseudo_pairs:
+        raise ConfigError("pseudo_datasets: no pseudo-malicious samples with a compliant answer left")
+
+    hashes = {"malicious": samples_hash(pairs + harmful), "benign": samples_hash(benign), "pseudo": samples_hash(pseudo)}
+    return TrainingData(malicious, benign_pairs, pseudo_pairs, load_templates(cfg.refusal_templates), hashes, summary)
+
+
+def save_pairs(data: TrainingData) -> list[dict[str, Any]]:
+    """All pairs as JSON-friendly records (written to the run folder as ``train_data.jsonl``)."""
+    return [asdict(p) for p in data.malicious + data.benign + data.pseudo]

@@ -1,0 +1,90 @@
+"""Loss terms of representation rerouting and MOSR (METHOD §4, §5) as pure tensor functions.
+
+Shapes: hidden states are stacked over target layers as ``[L, B, S, D]``; token masks are
+``[B, S]`` (1 = the token counts). ``h_l`` is the residual stream after decoder block ``l``
+(``hidden_states[l + 1]`` in transformers).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def schedule(step: int, total_steps: int, alpha: float) -> tuple[float, float]:
+    """``(c_ret, c_erase) = (α·t/(2T), α·(1 − t/(2T)))`` for step ``t`` (0-based) of ``T``."""
+    frac = step / (2 * total_steps)
+    return alpha * frac, alpha * (1.0 - frac)
+
+
+def retain_loss(h_policy: torch.Tensor, h_ref: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over masked tokens and layers of ``||h_θ − h_ref||_2``."""
+    dist = torch.linalg.vector_norm(h_policy - h_ref, dim=-1)  # [L, B, S]
+    m = mask.to(dist.dtype).unsqueeze(0).expand_as(dist)
+    return (dist * m).sum() / m.sum().clamp(min=1)
+
+
+def erase_per_sample(h_policy: torch.Tensor, h_ref: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``ℓ_erase(x_i)``: mean over the masked tokens of ``x_i`` and over layers of ``ReLU(cos(h_θ, h_ref))``; shape ``[B]``."""
+    cos = F.cosine_similarity(h_policy, h_ref, dim=-1, eps=1e-8)  # [L, B, S]
+    m = mask.to(cos.dtype).unsqueeze(0).expand_as(cos)
+    per = (F.relu(cos) * m).sum(dim=(0, 2))
+    return per / m.sum(dim=(0, 2)).clamp(min=1)
+
+
+def weighted_erase(per_sample: torch.Tensor, weights: torch.Tensor, normalize: Literal["global", "batch"] = "global") -> torch.Tensor:
+    """OALW erase term.
+
+    ``batch``: ``Σ w_i ℓ_i / Σ w_i`` over the batch (the METHOD formula applied to one batch). With
+    small batches this re-normalises the weights away (a batch of only low-weight samples is erased
+    at full strength), so the default ``global`` uses ``Σ w_i ℓ_i / B``: the weights have mean 1
+    over the whole malicious set, so this is an unbiased estimate of the full-set ``Σ w ℓ / Σ w``.
+    Unit weights give the plain RR mean either way.
+    """
+    w = weights.to(per_sample.dtype)
+    if normalize == "batch":
+        return (w * per_sample).sum() / w.sum().clamp(min=1e-12)
+    if normalize == "global":
+        return (w * per_sample).sum() / per_sample.numel()
+    raise ValueError(f"normalize must be 'global' or 'batch', got {normalize!r}")
+
+
+def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the given (already selected) positions; ``[N, V]`` logits, ``[N]`` targets."""
+    if targets.numel() == 0:
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), targets, reduction="mean")
+
+
+def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions whose next token is a target, and those targets.
+
+    ``labels`` is ``[B, S]`` with :data:`IGNORE_INDEX` on tokens that are not trained (prompt,
+    harmful prefix, padding). Returns a ``[B, S]`` boolean mask of positions ``t`` whose logits
+    predict ``labels[t + 1]``, and the ``[N]`` targets in row-major order.
+    """
+    nxt = labels[:, 1:]
+    keep = nxt != IGNORE_INDEX
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = keep
+    return mask, nxt[keep]
+
+
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Reference implementation: standard causal-LM loss on full ``[B, S, V]`` logits (used in tests)."""
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def combine(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """``Σ weights[k]·terms[k]`` over the terms present."""
+    total: torch.Tensor | None = None
+    for key, value in terms.items():
+        part = weights[key] * value
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("no loss terms")
+    return total

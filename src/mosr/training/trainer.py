@@ -1,0 +1,552 @@
+"""One training loop for MOSR, RR and the SFT baselines.
+
+The pieces are kept apart:
+
+* :class:`StepInputs` / :meth:`Trainer.make_inputs` build the tensors of one step (data handling,
+  seeded per step, so a resumed run sees exactly the batches an uninterrupted run sees).
+* :class:`StepModule` runs the forward passes: the LoRA policy and the frozen reference (the same
+  weights, adapter disabled) on the truncated model for the representation losses, and the full
+  model for the cross-entropy rows, taking LM-head logits only where a target token follows.
+* :meth:`Trainer.compute_loss` turns those outputs into the loss with the pure functions of
+  :mod:`mosr.training.losses`.
+* :meth:`Trainer.train` is the loop: schedule, optimizer, checkpoints, logging, progress.
+
+Everything goes through ``accelerate.Accelerator``, so ``accelerate launch`` runs the same code on
+several processes (each process draws its own batches; gradients are averaged).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mosr import __version__
+from mosr.errors import RunError, TrainingError
+from mosr.models import ADAPTER_META, LoadedModel, encode_chat_pair, format_prompt, num_layers
+from mosr.progress import progress
+from mosr.runs import RunDir, atomic_write_text
+from mosr.training import losses, oalw
+from mosr.training.caa import build_row, refusal_text, sample_prefix_length, sentence_ends
+from mosr.training.config import TrainConfig
+from mosr.training.data import Pair, TrainingData
+from mosr.training.model import add_lora, backbone, hidden_at, output_head, truncated, unwrap_peft
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+LOSS_COLUMNS = ("step", "lr", "c_ret", "c_erase", "loss", "erase", "retain", "refusal_ce", "ce_retain", "tokens", "seconds")
+
+
+# ------------------------------------------------------------------------------------------ encoding
+@dataclass(frozen=True)
+class Encoded:
+    ids: list[int]
+    n_prompt: int
+
+
+@dataclass
+class StepInputs:
+    """Tensors of one step. ``rep_*`` rows are erase rows first, then retain rows."""
+
+    rep_ids: torch.Tensor | None = None
+    rep_mask: torch.Tensor | None = None
+    erase_mask: torch.Tensor | None = None  # [B_e, S] tokens in the erase loss
+    retain_mask: torch.Tensor | None = None  # [B_r, S] tokens in the retain loss
+    erase_weights: torch.Tensor | None = None  # [B_e] OALW weights
+    ce_ids: torch.Tensor | None = None
+    ce_mask: torch.Tensor | None = None
+    ce_positions: torch.Tensor | None = None  # [B_c, S] bool: logits taken here
+    ce_targets: torch.Tensor | None = None  # [N]
+    ce_groups: torch.Tensor | None = None  # [N] 0 = refusal, 1 = benign answer
+    n_tokens: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> StepInputs:
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
+
+
+def _pad(rows: list[list[int]], pad_id: int, fill: int | None = None) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    value = pad_id if fill is None else fill
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def _scope_mask(rows: list[Encoded], width: int, scope: str) -> torch.Tensor:
+    m = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        start = r.n_prompt if scope == "response" and r.n_prompt < len(r.ids) else 0
+        m[i, start : len(r.ids)] = 1
+    return m
+
+
+# ------------------------------------------------------------------------------------------ forward
+class StepModule(nn.Module):
+    """The forward passes of one step; wraps the peft model so that DDP sees a single forward."""
+
+    def __init__(self, model: nn.Module, target_layers: list[int], truncate: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.target_layers = list(target_layers)
+        self.truncate = truncate
+
+    def forward(self, inputs: StepInputs) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        if inputs.rep_ids is not None:
+            out["h_policy"] = hidden_at(self.model, inputs.rep_ids, inputs.rep_mask, self.target_layers, truncate=self.truncate)
+            with torch.no_grad(), self.model.disable_adapter():
+                out["h_ref"] = hidden_at(self.model, inputs.rep_ids, inputs.rep_mask, self.target_layers, truncate=self.truncate)
+        if inputs.ce_ids is not None:
+            last = backbone(self.model)(input_ids=inputs.ce_ids, attention_mask=inputs.ce_mask, use_cache=False).last_hidden_state
+            out["logits"] = output_head(self.model)(last[inputs.ce_positions])
+        return out
+
+
+# ------------------------------------------------------------------------------------------ trainer
+@dataclass
+class TrainResult:
+    out: Path
+    steps: int
+    history: list[dict[str, float]]
+    seconds: float
+    tokens_per_s: float
+
+
+class Trainer:
+    """Holds the model, data, optimizer and run folder of one training run."""
+
+    def __init__(self, loaded: LoadedModel, cfg: TrainConfig, data: TrainingData, out: str | Path, *, accelerator: Any = None) -> None:
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.spec = cfg.spec
+        self.loaded = loaded
+        self.data = data
+        self.accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+        self.run = RunDir(out)
+        self.tok = loaded.tokenizer
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        n = num_layers(loaded.model)
+        cfg.check_model(n)
+        self.n_layers = n
+        self.target_layers = cfg.resolved_target_layers(n)
+        self.lora_layers = cfg.resolved_lora_layers(n)
+        if not isinstance(loaded.model, nn.Module) or hasattr(loaded.model, "peft_config"):
+            raise TrainingError("train needs a base model without an adapter; load it without --adapter")
+        self.peft_model = add_lora(loaded.model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                                   modules=cfg.lora_modules, layers=self.lora_layers, seed=cfg.seed)
+        self.peft_model.train()
+        self.params = [p for p in self.peft_model.parameters() if p.requires_grad]
+        self._encode_all()
+        self.retain_pool = self.benign + (self.pseudo if self.spec.pseudo_retain else [])
+        self.erase_weights = torch.ones(len(self.malicious))
+        self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step_module = StepModule(self.peft_model, self.target_layers, cfg.truncate and self.spec.rep_loss)
+        self.step_module, self.optimizer = self.accelerator.prepare(self.step_module, self.optimizer)
+        self.history: list[dict[str, float]] = []
+
+    # ----------------------------------------------------------------------------- encoding
+    def _encode_pairs(self, pairs: list[Pair]) -> list[tuple[Pair, Encoded]]:
+        out = []
+        for p in pairs:
+            ids, n_prompt = encode_chat_pair(self.tok, p.prompt, p.response, max_length=self.cfg.max_length)
+            out.append((p, Encoded(ids, n_prompt)))
+        return out
+
+    def _encode_all(self) -> None:
+        self.malicious = self._encode_pairs(self.data.malicious)
+        self.benign = self._encode_pairs(self.data.benign)
+        self.pseudo = self._encode_pairs(self.data.pseudo)
+        eos = self.tok.eos_token or ""
+        self.refusal_ids = [
+            (self.tok(refusal_text(t, after_prefix=False) + eos, add_special_tokens=False)["input_ids"],
+             self.tok(refusal_text(t, after_prefix=True) + eos, add_special_tokens=False)["input_ids"])
+            for t in self.data.refusals
+        ]
+        self.prompt_ids = {p.id: self.tok(format_prompt(self.tok, p.prompt), add_special_tokens=False)["input_ids"] for p, _ in self.malicious}
+        self.response_ids = {p.id: self.tok(p.response, add_special_tokens=False)["input_ids"] for p, _ in self.malicious}
+        self.sentences = {p.id: sentence_ends(p.response) for p, _ in self.malicious} if self.cfg.caa_unit == "sentences" else {}
+
+    # ------------------------------------------------------------------------------- OALW
+    def setup_oalw(self) -> None:
+        """Compute (or, on resume, read back) the OALW weight of every malicious sample."""
+        if not self.spec.oalw:
+            return
+        path = self.run / "oalw_weights.csv"
+        ids = [p.id for p, _ in self.malicious]
+        with self.accelerator.main_process_first():
+            if path.is_file():
+                rows = list(csv.DictReader(open(path, encoding="utf-8")))
+                if [r["id"] for r in rows] == ids:
+                    self.erase_weights = torch.tensor([float(r["weight"]) for r in rows])
+                    return
+            layer = self.cfg.resolved_oalw_layer(self.n_layers)
+            feats_m = self._features([e for _, e in self.malicious], layer)
+            feats_p = self._features([e for _, e in self.pseudo], layer)
+            sim = oalw.similarity(feats_m, feats_p, self.cfg.oalw_similarity, self.cfg.oalw_k)
+            w = oalw.weights(sim, self.cfg.oalw_tau, self.cfg.oalw_sign)
+            self.erase_weights = w.float()
+            if self.accelerator.is_main_process:
+                lines = ["id,source,similarity,weight"] + [
+                    f"{p.id},{p.source},{s:.6f},{x:.6f}" for (p, _), s, x in zip(self.malicious, sim.tolist(), w.tolist())
+                ]
+                atomic_write_text(path, "\n".join(lines) + "\n")
+                _plot_weights(self.run / "oalw_weights.png", sim.tolist(), w.tolist(), self.cfg)
+
+    @torch.no_grad()
+    def _features(self, rows: list[Encoded], layer: int, batch: int = 16) -> torch.Tensor:
+        """Reference-model features at ``layer`` (adapter disabled), pooled as configured."""
+        use_prompt_only = self.cfg.oalw_pooling != "mean_all"
+        device = self.accelerator.device
+        feats = []
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
+        out: list[torch.Tensor | None] = [None] * len(rows)
+        for start in progress(range(0, len(order), batch), desc="OALW features", unit="batch"):
+            idx = order[start : start + batch]
+            seqs = [rows[i].ids[: rows[i].n_prompt] if use_prompt_only else rows[i].ids for i in idx]
+            ids = _pad(seqs, self.pad_id).to(device)
+            mask = _pad([[1] * len(s) for s in seqs], 0).to(device)
+            n_prompt = torch.tensor([rows[i].n_prompt for i in idx], device=device)
+            with self.peft_model.disable_adapter():
+                h = hidden_at(self.peft_model, ids, mask, [layer], truncate=True)[0]
+            pooled = oalw.pool(h, mask, n_prompt, self.cfg.oalw_pooling)
+            for j, i in enumerate(idx):
+                out[i] = pooled[j].float().cpu()
+        feats = [t for t in out if t is not None]
+        return torch.stack(feats)
+
+    # ---------------------------------------------------------------------------- batches
+    def _rng(self, step: int) -> random.Random:
+        return random.Random((self.cfg.seed * 1_000_003 + step) * 131 + self.accelerator.process_index)
+
+    def _refusal_row(self, rng: random.Random, pair: Pair) -> tuple[list[int], list[int]] | None:
+        resp = self.response_ids[pair.id]
+        k = 0
+        if self.spec.caa:
+            if self.cfg.caa_unit == "sentences":
+                ends = self.sentences[pair.id]
+                k_s = sample_prefix_length(rng, len(ends), zero_share=self.cfg.caa_zero_share, max_prefix=self.cfg.caa_max_prefix)
+                prefix = self.tok(pair.response[: ends[k_s - 1]], add_special_tokens=False)["input_ids"] if k_s else []
+            else:
+                k = sample_prefix_length(rng, len(resp), zero_share=self.cfg.caa_zero_share, max_prefix=self.cfg.caa_max_prefix)
+                prefix = resp[:k]
+        else:
+            prefix = []
+        plain, after = self.refusal_ids[rng.randrange(len(self.refusal_ids))]
+        row = build_row(self.prompt_ids[pair.id], prefix, after if prefix else plain, max_length=self.cfg.max_length)
+        return None if row is None else (row.input_ids, row.labels)
+
+    def make_inputs(self, step: int) -> StepInputs:
+        """The rows of step ``step``: a pure function of (seed, step, process index)."""
+        rng = self._rng(step)
+        cfg, bs = self.cfg, self.cfg.batch_size
+        inp = StepInputs()
+        ce_rows: list[tuple[list[int], list[int], int]] = []
+        if self.spec.refusal_ce:
+            for i in rng.sample(range(len(self.malicious)), min(bs, len(self.malicious))):
+                row = self._refusal_row(rng, self.malicious[i][0])
+                if row is not None:
+                    ce_rows.append((row[0], row[1], 0))
+        if self.spec.ce_retain:
+            for i in rng.sample(range(len(self.benign)), min(bs, len(self.benign))):
+                e = self.benign[i][1]
+                labels = [losses.IGNORE_INDEX] * e.n_prompt + e.ids[e.n_prompt :]
+                ce_rows.append((e.ids, labels, 1))
+        if self.spec.rep_loss:
+            erase_idx = rng.sample(range(len(self.malicious)), min(bs, len(self.malicious)))
+            retain_idx = rng.sample(range(len(self.retain_pool)), min(bs, len(self.retain_pool)))
+            erase = [self.malicious[i][1] for i in erase_idx]
+            retain = [self.retain_pool[i][1] for i in retain_idx]
+            if cfg.caa_in_retain:
+                retain += [Encoded(ids, 0) for ids, _, g in ce_rows if g == 0]
+            rows = erase + retain
+            inp.rep_ids = _pad([r.ids for r in rows], self.pad_id)
+            inp.rep_mask = _pad([[1] * len(r.ids) for r in rows], 0)
+            width = inp.rep_ids.shape[1]
+            inp.erase_mask = _scope_mask(erase, width, cfg.erase_tokens)
+            inp.retain_mask = _scope_mask(retain, width, cfg.retain_tokens)
+            inp.erase_weights = self.erase_weights[erase_idx]
+            inp.n_tokens += int(inp.rep_mask.sum())
+            inp.info["erase_ids"] = [self.malicious[i][0].id for i in erase_idx]
+        if ce_rows:
+            inp.ce_ids = _pad([r[0] for r in ce_rows], self.pad_id)
+            inp.ce_mask = _pad([[1] * len(r[0]) for r in ce_rows], 0)
+            labels = _pad([r[1] for r in ce_rows], self.pad_id, fill=losses.IGNORE_INDEX)
+            inp.ce_positions, inp.ce_targets = losses.shifted_targets(labels)
+            groups = torch.tensor([r[2] for r in ce_rows]).unsqueeze(1).expand_as(labels)
+            inp.ce_groups = groups[inp.ce_positions]
+            inp.n_tokens += int(inp.ce_mask.sum())
+        return inp
+
+    # ------------------------------------------------------------------------------- loss
+    def compute_loss(self, outputs: dict[str, torch.Tensor], inp: StepInputs, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The step's loss from the forward outputs; all maths lives in :mod:`mosr.training.losses`."""
+        cfg = self.cfg
+        c_ret, c_erase = losses.schedule(step, cfg.steps, cfg.alpha)
+        terms: dict[str, torch.Tensor] = {}
+        weights: dict[str, float] = {}
+        if "h_policy" in outputs:
+            assert inp.erase_mask is not None and inp.retain_mask is not None and inp.erase_weights is not None
+            b_e = inp.erase_mask.shape[0]
+            hp, hr = outputs["h_policy"], outputs["h_ref"]
+            per = losses.erase_per_sample(hp[:, :b_e], hr[:, :b_e], inp.erase_mask)
+            terms["erase"] = losses.weighted_erase(per, inp.erase_weights, cfg.oalw_normalize)
+            terms["retain"] = losses.retain_loss(hp[:, b_e:], hr[:, b_e:], inp.retain_mask)
+            weights["erase"], weights["retain"] = c_erase, c_ret
+        if "logits" in outputs:
+            assert inp.ce_groups is not None and inp.ce_targets is not None
+            for group, name, weight in ((0, "refusal_ce", cfg.refusal_beta), (1, "ce_retain", cfg.sft_retain_weight)):
+                sel = inp.ce_groups == group
+                if bool(sel.any()):
+                    terms[name] = losses.token_cross_entropy(outputs["logits"][sel], inp.ce_targets[sel])
+                    weights[name] = weight
+        loss = losses.combine(terms, weights)
+        parts = {k: float(v.detach()) for k, v in terms.items()}
+        parts.update(c_ret=c_ret, c_erase=c_erase)
+        return loss, parts
+
+    # ---------------------------------------------------------------------------- checkpoints
+    def _lr(self, step: int) -> float:
+        if self.cfg.warmup_steps and step < self.cfg.warmup_steps:
+            return self.cfg.lr * (step + 1) / self.cfg.warmup_steps
+        return self.cfg.lr
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().cpu().clone().contiguous() for n, p in unwrap_peft_model(self.step_module, self.accelerator).named_parameters() if p.requires_grad}
+
+    def save_checkpoint(self, step: int) -> Path | None:
+        """Adapter weights, optimizer, RNG and loss history after ``step`` completed steps."""
+        self.accelerator.wait_for_everyone()
+        if not self.accelerator.is_main_process:
+            return None
+        from safetensors.torch import save_file
+
+        root = self.run / CHECKPOINT_DIR
+        final = root / f"step-{step:06d}"
+        tmp = root / f".tmp-step-{step:06d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(self._trainable_state(), str(tmp / "adapter.safetensors"))
+        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        state = {"step": step, "config_digest": self.cfg.digest(), "history": self.history}
+        (tmp / "state.json").write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        for old in sorted(root.glob("step-*"))[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        found = sorted((self.run / CHECKPOINT_DIR).glob("step-*"))
+        return found[-1] if found else None
+
+    def load_checkpoint(self, path: Path) -> int:
+        from safetensors.torch import load_file
+
+        state = json.loads((path / "state.json").read_text())
+        if state["config_digest"] != self.cfg.digest():
+            raise RunError(f"{path} was written with a different config; resume with the same config (only steps may change)")
+        weights = load_file(str(path / "adapter.safetensors"))
+        params = dict(unwrap_peft_model(self.step_module, self.accelerator).named_parameters())
+        missing = [n for n in weights if n not in params]
+        if missing:
+            raise RunError(f"{path}: checkpoint has unknown parameter {missing[0]}")
+        with torch.no_grad():
+            for n, t in weights.items():
+                params[n].copy_(t)
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
+        self.history = [h for h in state["history"] if h["step"] < state["step"]]
+        return int(state["step"])
+
+    # ------------------------------------------------------------------------------- loop
+    def train(self, *, resume: bool = False) -> TrainResult:
+        cfg, acc = self.cfg, self.accelerator
+        start = 0
+        if resume:
+            ckpt = self.latest_checkpoint()
+            if ckpt is None:
+                log.info("no checkpoint in %s; starting from step 0", self.run.path)
+            else:
+                start = self.load_checkpoint(ckpt)
+                log.info("resumed from %s (step %d)", ckpt, start)
+        elif self.latest_checkpoint() is not None:
+            raise RunError(f"{self.run.path} already has checkpoints; pass --resume to continue or choose a new --out")
+        self.setup_oalw()
+        last_good = self.latest_checkpoint()
+        t0 = time.perf_counter()
+        tokens_total = 0
+        bar = progress(total=cfg.steps, initial=start, desc=f"train {cfg.method}", unit="step") if acc.is_main_process else None
+        try:
+            for step in range(start, cfg.steps):
+                t_step = time.perf_counter()
+                torch.manual_seed((cfg.seed * 1_000_003 + step) * 131 + acc.process_index)  # LoRA dropout, per step
+                inp = self.make_inputs(step).to(acc.device)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self._lr(step)
+                outputs = self.step_module(inp)
+                loss, parts = self.compute_loss(outputs, inp, step)
+                finite = acc.gather(torch.isfinite(loss.detach()).float().reshape(1)).min().item() > 0
+                if not finite:
+                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
+                    raise TrainingError(
+                        f"step {step}: non-finite loss ({', '.join(f'{k}={v:.4g}' for k, v in parts.items())}); {where}. "
+                        "Lower lr or alpha and rerun with --resume"
+                    )
+                acc.backward(loss)
+                if cfg.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                stats = torch.tensor([float(loss.detach())] + [parts.get(k, float("nan")) for k in ("erase", "retain", "refusal_ce", "ce_retain")] + [inp.n_tokens])
+                stats = acc.gather(stats.to(acc.device).reshape(1, -1)).cpu()
+                mean = stats[:, :5].nanmean(0) if stats.shape[0] > 1 else stats[0, :5]
+                n_tok = int(stats[:, 5].sum())
+                tokens_total += n_tok
+                dt = time.perf_counter() - t_step
+                record = {"step": step, "lr": self._lr(step), "c_ret": parts["c_ret"], "c_erase": parts["c_erase"],
+                          "loss": float(mean[0]), "erase": float(mean[1]), "retain": float(mean[2]),
+                          "refusal_ce": float(mean[3]), "ce_retain": float(mean[4]), "tokens": n_tok, "seconds": dt}
+                self.history.append(record)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{n_tok / dt:.0f}")
+                done = step + 1
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                    last_good = self.save_checkpoint(done) or last_good
+                    self.write_curves()
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - t0
+        self.save_final()
+        return TrainResult(self.run.path, cfg.steps, self.history, seconds, tokens_total / max(seconds, 1e-9))
+
+    # ------------------------------------------------------------------------------ outputs
+    def write_curves(self) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        lines = [",".join(LOSS_COLUMNS)] + [",".join(_fmt(h.get(c)) for c in LOSS_COLUMNS) for h in self.history]
+        atomic_write_text(self.run / "losses.csv", "\n".join(lines) + "\n")
+        _plot_losses(self.run / "losses.png", self.history, self.cfg.method)
+
+    def save_final(self) -> None:
+        """Adapter (peft format) + ``mosr_adapter.json`` + final checkpoint + curves, in the run folder."""
+        self.save_checkpoint(self.cfg.steps)
+        if not self.accelerator.is_main_process:
+            return
+        model = unwrap_peft_model(self.step_module, self.accelerator)
+        model.save_pretrained(str(self.run.path))
+        readme = self.run / "README.md"
+        if readme.is_file():
+            readme.unlink()  # peft's generic model card says nothing about this run; run.json does
+        meta = {"base_spec": self.loaded.spec, "base_fingerprint": self.loaded.fingerprint, "method": self.cfg.method,
+                "config": self.cfg.to_dict(), "mosr_version": __version__, "target_layers": self.target_layers,
+                "lora_layers": self.lora_layers}
+        self.run.write_json(ADAPTER_META, meta)
+        self.write_curves()
+
+
+def unwrap_peft_model(step_module: nn.Module, accelerator: Any) -> nn.Module:
+    return accelerator.unwrap_model(step_module).model
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def _plot_losses(path: Path, history: list[dict[str, float]], method: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h["step"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key in ("erase", "retain", "refusal_ce", "ce_retain"):
+        ys = [h[key] for h in history]
+        if any(not math.isnan(y) for y in ys):
+            axes[0].plot(steps, ys, label=key)
+    axes[0].set_title(f"{method}: loss terms")
+    axes[0].set_xlabel("step")
+    axes[0].legend()
+    axes[1].plot(steps, [h["loss"] for h in history], color="black")
+    axes[1].set_title("total loss (with schedule)")
+    axes[1].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_weights(path: Path, sims: list[float], ws: list[float], cfg: TrainConfig) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    axes[0].hist(sims, bins=30, color="tab:blue")
+    axes[0].set_title(f"{cfg.oalw_similarity} cosine to pseudo-malicious (n={len(sims)})")
+    axes[1].hist(ws, bins=30, color="tab:red")
+    axes[1].set_title(f"OALW weights (tau={cfg.oalw_tau}, sign={cfg.oalw_sign}, mean={sum(ws) / max(len(ws), 1):.3f})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ entry
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, loaded: LoadedModel | None = None,
+          data: TrainingData | None = None, command: str = "mosr train") -> TrainResult:
+    """Train ``cfg.method`` on ``cfg.model`` (or ``loaded``) and write the adapter run folder ``out``.
+
+    After it returns, ``loaded.model`` is the trained peft model and ``loaded.adapter`` points to ``out``.
+    """
+    from accelerate import Accelerator
+
+    from mosr.models import load_model
+    from mosr.training.data import build_training_data, save_pairs
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(cfg.seed)
+    if loaded is None:
+        loaded = load_model(cfg.model, device=accelerator.device)
+    cfg.check_model(num_layers(loaded.model))
+    run = RunDir(out)
+    if data is None:
+        with accelerator.main_process_first():
+            data = build_training_data(loaded, cfg)
+    trainer = Trainer(loaded, cfg, data, run.path, accelerator=accelerator)
+    if accelerator.is_main_process:
+        run.write_metadata(command=command, config=cfg.to_dict(), seed=cfg.seed, data_hashes=data.hashes, model=loaded.describe(),
+                           extra={"training_data": data.describe(), "target_layers": trainer.target_layers,
+                                  "lora_layers": trainer.lora_layers, "processes": accelerator.num_processes})
+        if not (run / "train_data.jsonl").is_file():
+            run.append_jsonl("train_data.jsonl", save_pairs(data))
+    result = trainer.train(resume=resume)
+    if accelerator.is_main_process:
+        meta = run.read_json("run.json")
+        meta["result"] = {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens_per_s": round(result.tokens_per_s, 1),
+                          "final": result.history[-1] if result.history else None}
+        run.write_json("run.json", meta)
+    loaded.model = unwrap_peft_model(trainer.step_module, accelerator)
+    loaded.model.eval()
+    loaded.adapter = str(run.path)
+    return result
