@@ -52,6 +52,7 @@ class EvalConfig:
     prompt_column: str = "prompt"
     label_column: str | None = None
     limit: int | None = None  # first N samples of each (dataset, attack) task
+    sets: list[str] = field(default_factory=list)  # keep only these tasks of the suites: "dataset" or "dataset|attack"
     judge: str = "default"
     max_new_tokens: int = 64
     batch_size: int = 32
@@ -62,6 +63,12 @@ class EvalConfig:
         self.suites = resolve_suites(self.suites) if (self.suites or not self.datasets) else []
         for path in self.datasets:
             load_dataset(path, prompt_column=self.prompt_column, label_column=self.label_column)  # validate early
+        if self.sets:
+            known = {k for t in tasks_for(self.suites) for k in (t.dataset, t.key)}
+            unknown = [x for x in self.sets if x not in known]
+            if unknown:
+                raise ConfigError(f"sets: {unknown[0]!r} is not a set of suites {', '.join(self.suites)}; "
+                                  f"known: {', '.join(sorted(known))}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
@@ -83,7 +90,10 @@ def task_samples(task: Task, limit: int | None, config: "EvalConfig | None" = No
 
 
 def config_tasks(config: "EvalConfig") -> list[Task]:
-    return tasks_for(config.suites) + [Task("custom", path) for path in config.datasets]
+    tasks = tasks_for(config.suites)
+    if config.sets:
+        tasks = [t for t in tasks if t.dataset in config.sets or t.key in config.sets]
+    return tasks + [Task("custom", path) for path in config.datasets]
 
 
 def _check_resumable(run: RunDir, config: EvalConfig) -> None:

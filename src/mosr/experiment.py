@@ -1,0 +1,558 @@
+"""``mosr experiment``: every method trained, evaluated and analysed, each step a cached stage.
+
+An experiment is a list of **stages** (train, eval, analyze per method and seed, then the report).
+Each stage owns a folder under the experiment folder::
+
+    OUT/stages/train/mosr/seed0/      adapter (mosr train)
+    OUT/stages/eval/mosr/seed0/       completions, judgments, metrics (mosr eval)
+    OUT/stages/analyze/mosr/seed0/    representation metrics and figures (mosr analyze)
+    OUT/report/                       report.md, report.html, figures
+
+and holds ``stage.json`` (the stage's inputs and their hash) and, written last, ``DONE``. A stage is
+skipped when its ``DONE`` carries the hash of its current inputs. The inputs are exactly the config
+parts the stage depends on, plus the hashes of the stages it reads from, so changing the eval limit
+re-runs eval, analysis and report stages but no training, and a crash loses only the stage in
+flight (whose inner command resumes where it stopped when it can). A stage whose inputs changed is
+wiped and redone.
+
+The whole config is checked (methods, judge, datasets, training and eval keys) before any stage runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mosr.errors import ConfigError, MosrError, RunError
+from mosr.progress import progress
+from mosr.runs import RunDir, atomic_write_text, dumps, now_iso
+
+log = logging.getLogger(__name__)
+
+STAGE_FILE = "stage.json"
+DONE_FILE = "DONE"
+RESULTS_FILE = "results.json"
+UNDEFENDED = "undefended"
+ALL_METHODS = (UNDEFENDED, "refusal-sft", "derta", "rr", "mosr", "mosr-no-oalw", "mosr-no-caa", "mosr-no-oalw-no-caa")
+ABLATIONS = ("mosr", "mosr-no-oalw", "mosr-no-caa", "mosr-no-oalw-no-caa")
+SWEEP_KEYS = {"alpha": "alpha", "tau": "oalw_tau", "oalw_tau": "oalw_tau"}
+_SET_BY_EXPERIMENT = {"model", "adapter", "seed", "method", "eval_run", "compare_model", "cache_dir"}
+_TRAIN_IGNORED = ("checkpoint_every", "keep_checkpoints")  # how often to save does not change the adapter
+StageKind = Literal["train", "eval", "analyze", "report"]
+
+
+# ------------------------------------------------------------------------------------------ config
+@dataclass
+class SweepConfig:
+    """One training knob varied over values; the report draws each method's frontier over it."""
+
+    param: str = "alpha"  # alpha (schedule scale) or tau (OALW temperature, key oalw_tau)
+    values: list[float] = field(default_factory=list)
+    methods: list[str] = field(default_factory=lambda: ["rr", "mosr"])
+
+    def __post_init__(self) -> None:
+        if self.param not in SWEEP_KEYS:
+            raise ConfigError(f"sweep.param: unknown parameter {self.param!r}; choose alpha or tau")
+        if not self.values:
+            raise ConfigError("sweep.values is empty; give at least two values, e.g. [2, 5, 10, 20]")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0 for v in self.values):
+            raise ConfigError(f"sweep.values must be positive numbers, got {self.values}")
+        if not self.methods:
+            raise ConfigError("sweep.methods is empty")
+
+    @property
+    def train_key(self) -> str:
+        return SWEEP_KEYS[self.param]
+
+
+@dataclass
+class ExperimentConfig:
+    """What ``mosr experiment`` runs. Loaded from YAML; unknown keys fail."""
+
+    model: str = "default"
+    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys for every method
+    method_train: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method TrainConfig keys
+    eval: dict[str, Any] = field(default_factory=dict)  # EvalConfig keys (suites, limit, judge, max_new_tokens...)
+    analyze: dict[str, Any] | None = field(default_factory=dict)  # AnalyzeConfig keys; null = no analysis
+    sweep: SweepConfig | None = None
+    title: str = "mosr experiment"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sweep, dict):
+            self.sweep = _from_mapping(SweepConfig, self.sweep, "sweep.")
+        if isinstance(self.methods, str):
+            self.methods = [self.methods]
+        if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):
+            self.seeds = [self.seeds]
+        if not self.methods:
+            raise ConfigError("methods is empty; list at least one of " + ", ".join(ALL_METHODS))
+        known = known_methods()
+        for where, names in (("methods", self.methods), ("sweep.methods", self.sweep.methods if self.sweep else [])):
+            for name in names:
+                if name not in known:
+                    raise ConfigError(f"{where}: unknown method {name!r}; choose from {', '.join(known)}")
+        for name in self.method_train:
+            if name not in known:
+                raise ConfigError(f"method_train: unknown method {name!r}; choose from {', '.join(known)}")
+        if self.sweep and UNDEFENDED in self.sweep.methods:
+            raise ConfigError("sweep.methods: the undefended model has nothing to sweep; remove it")
+        if len(set(self.methods)) != len(self.methods):
+            raise ConfigError(f"methods lists a method twice: {self.methods}")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ConfigError(f"seeds must be a non-empty list of integers >= 0, got {self.seeds}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds lists a seed twice: {self.seeds}")
+        for section in ("train", "eval", "analyze"):
+            value = getattr(self, section)
+            if value is None and section == "analyze":
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{section}: expected a mapping of keys, got {type(value).__name__}")
+            taken = sorted(_SET_BY_EXPERIMENT & set(value))
+            if taken:
+                raise ConfigError(f"{section}.{taken[0]} is set by the experiment itself; use the top-level keys model, methods and seeds")
+        for name, keys in self.method_train.items():
+            if not isinstance(keys, dict):
+                raise ConfigError(f"method_train.{name}: expected a mapping of training keys")
+            taken = sorted(_SET_BY_EXPERIMENT & set(keys))
+            if taken:
+                raise ConfigError(f"method_train.{name}.{taken[0]} is set by the experiment itself")
+
+    # ------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
+        return _from_mapping(cls, data, "")
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"experiment config not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of experiment keys, got {type(data).__name__}")
+        data.update(overrides or {})
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _from_mapping(cls: Any, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown experiment key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    return cls(**data)
+
+
+def known_methods() -> tuple[str, ...]:
+    """``undefended`` plus every training method of :mod:`mosr.training.config`."""
+    try:
+        from mosr.training.config import METHODS
+    except ImportError:  # pragma: no cover - training is part of the package
+        return ALL_METHODS
+    return (UNDEFENDED, *METHODS)
+
+
+# ---------------------------------------------------------------------------------------- stages
+@dataclass
+class Stage:
+    """One cached step. ``inputs`` are exactly the config parts (and upstream hashes) it depends on."""
+
+    name: str  # folder below OUT, e.g. "stages/eval/mosr/seed0"
+    kind: StageKind
+    inputs: dict[str, Any]
+    action: Callable[[Path], Any] = field(repr=False, compare=False)
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        return config_hash(self.inputs)
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stage_done(folder: Path, key: str) -> bool:
+    """A stage is finished when ``DONE`` exists and carries the hash of its current inputs."""
+    done = folder / DONE_FILE
+    return done.is_file() and done.read_text(encoding="utf-8").strip() == key
+
+
+def _prepare(folder: Path, stage: Stage) -> None:
+    """Keep a half-done folder with the same inputs (its command resumes); wipe one with other inputs."""
+    info = folder / STAGE_FILE
+    if folder.exists():
+        same = False
+        if info.is_file():
+            try:
+                same = json.loads(info.read_text(encoding="utf-8")).get("hash") == stage.key
+            except (json.JSONDecodeError, OSError):
+                same = False
+        if not same:
+            log.info("stage %s: inputs changed, redoing it", stage.name)
+            shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DONE_FILE).unlink(missing_ok=True)
+    atomic_write_text(info, dumps({"name": stage.name, "kind": stage.kind, "hash": stage.key, "inputs": stage.inputs,
+                                   "started": now_iso()}) + "\n")
+
+
+def _finish(folder: Path, stage: Stage, seconds: float) -> None:
+    info = json.loads((folder / STAGE_FILE).read_text(encoding="utf-8"))
+    info.update(finished=now_iso(), seconds=round(seconds, 1))
+    atomic_write_text(folder / STAGE_FILE, dumps(info) + "\n")
+    atomic_write_text(folder / DONE_FILE, stage.key + "\n")  # last: the stage counts as done only now
+
+
+@contextmanager
+def disk_errors(where: Path) -> Iterator[None]:
+    """Turn a full disk or an unwritable folder into a :class:`RunError` that says what to do."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise RunError(f"no space left on the device while writing {where}; free some space (or use another --out) "
+                           "and rerun the same command: finished stages are kept") from exc
+        if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise RunError(f"cannot write {exc.filename or where}: {exc.strerror}; choose a writable --out") from exc
+        raise
+
+
+@dataclass
+class StageReport:
+    name: str
+    kind: str
+    status: Literal["cached", "ran"]
+    seconds: float
+
+
+def run_stages(stages: Sequence[Stage], root: Path) -> list[StageReport]:
+    """Run the stages in order, skipping finished ones; one progress bar over all of them."""
+    reports: list[StageReport] = []
+    bar = progress(total=len(stages), desc="experiment", unit="stage", position=0)
+    try:
+        for i, stage in enumerate(stages, 1):
+            folder = root / stage.name
+            bar.set_description(f"stage {i}/{len(stages)} {stage.label or stage.name}")
+            if stage_done(folder, stage.key):
+                log.info("stage %d/%d %s: cached", i, len(stages), stage.name)
+                reports.append(StageReport(stage.name, stage.kind, "cached", 0.0))
+                bar.update(1)
+                continue
+            log.info("stage %d/%d %s: running", i, len(stages), stage.name)
+            start = time.perf_counter()
+            with disk_errors(folder):
+                _prepare(folder, stage)
+                stage.action(folder)
+                seconds = time.perf_counter() - start
+                _finish(folder, stage, seconds)
+            reports.append(StageReport(stage.name, stage.kind, "ran", seconds))
+            bar.update(1)
+    finally:
+        bar.close()
+    return reports
+
+
+# --------------------------------------------------------------------------------------- runners
+@dataclass
+class Runners:
+    """The commands the stages call. Tests swap in fakes; defaults are the real ones."""
+
+    train: Callable[[Any, Path], Any]
+    evaluate: Callable[[Any, Path], Any]
+    analyze: Callable[[Any, Path], Any]
+
+
+def _train(config: Any, out: Path) -> Any:
+    from mosr.training import train
+
+    return train(config, out, resume=True)  # a half-done stage continues from its last checkpoint
+
+
+def _evaluate(config: Any, out: Path) -> Any:
+    from mosr.evaluate import run_eval
+
+    return run_eval(config, out)
+
+
+def _analyze(config: Any, out: Path) -> Any:
+    from mosr.commands.analyze import run_analyze
+
+    return run_analyze(config, out)
+
+
+def default_runners() -> Runners:
+    return Runners(train=_train, evaluate=_evaluate, analyze=_analyze)
+
+
+# ------------------------------------------------------------------------------------------ plan
+@dataclass
+class Variant:
+    """One trained configuration: a method, optionally at one sweep value."""
+
+    method: str
+    sweep_param: str | None = None
+    sweep_value: float | None = None
+
+    @property
+    def slug(self) -> str:
+        if self.sweep_param is None:
+            return self.method
+        return f"{self.method}/{self.sweep_param}={_num(self.sweep_value)}"
+
+    @property
+    def label(self) -> str:
+        if self.sweep_param is None:
+            return self.method
+        return f"{self.method} {self.sweep_param}={_num(self.sweep_value)}"
+
+
+def _num(x: float | None) -> str:
+    return f"{x:g}" if x is not None else ""
+
+
+@dataclass
+class Plan:
+    stages: list[Stage]
+    entries: list[dict[str, Any]]  # one per (variant, seed): where its train/eval/analyze results live
+
+
+def train_config(cfg: ExperimentConfig, variant: Variant, seed: int) -> Any:
+    """The :class:`~mosr.training.config.TrainConfig` of one variant and seed (validated)."""
+    from mosr.training.config import TrainConfig
+
+    data = {**cfg.train, **cfg.method_train.get(variant.method, {}), "method": variant.method, "model": cfg.model, "seed": seed}
+    if variant.sweep_param is not None and cfg.sweep is not None:
+        data[cfg.sweep.train_key] = variant.sweep_value
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"training config of {variant.label} (seed {seed}): {exc}") from exc
+
+
+def eval_config(cfg: ExperimentConfig, adapter: str | None, seed: int) -> Any:
+    from mosr.evaluate import EvalConfig
+
+    known = {f.name for f in dataclasses.fields(EvalConfig)}
+    unknown = sorted(set(cfg.eval) - known)
+    if unknown:
+        raise ConfigError(f"unknown eval key {unknown[0]!r}; known keys: {', '.join(sorted(known - _SET_BY_EXPERIMENT))}")
+    data = dict(cfg.eval)
+    data.setdefault("suites", ["all"])
+    return EvalConfig(**data, model=cfg.model, adapter=adapter, seed=seed)
+
+
+def analyze_config(cfg: ExperimentConfig, adapter: str | None, eval_run: str | None, seed: int, cache_dir: str) -> Any:
+    from mosr.commands.analyze import AnalyzeConfig
+
+    known = {f.name for f in dataclasses.fields(AnalyzeConfig)}
+    data = dict(cfg.analyze or {})
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"unknown analyze key {unknown[0]!r}; known keys: {', '.join(sorted(known - _SET_BY_EXPERIMENT))}")
+    for key in ("benign", "malicious", "pseudo", "layers", "plot_layers"):
+        if isinstance(data.get(key), list):
+            data[key] = tuple(data[key])
+    return AnalyzeConfig(**data, model=cfg.model, adapter=adapter, eval_run=eval_run, seed=seed, cache_dir=cache_dir)
+
+
+def _train_inputs(tc: Any) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(tc).items() if k not in _TRAIN_IGNORED}
+
+
+def _eval_inputs(ec: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(ec)
+    d.pop("adapter")
+    d.pop("seed")  # greedy decoding: the seed does not change completions
+    return d
+
+
+def _analyze_inputs(ac: Any) -> dict[str, Any]:
+    d = dataclasses.asdict(ac)
+    for k in ("adapter", "eval_run", "cache_dir"):
+        d.pop(k)
+    return d
+
+
+def _pseudo_from_eval(cfg: ExperimentConfig, ec: Any) -> bool:
+    """Split pseudo-malicious prompts by verdicts only when the eval run judged some of them."""
+    from mosr.commands.analyze import DEFAULT_PSEUDO
+    from mosr.evaluate import config_tasks
+
+    pseudo = set((cfg.analyze or {}).get("pseudo", DEFAULT_PSEUDO))
+    return any(t.dataset in pseudo and t.attack == "none" for t in config_tasks(ec))
+
+
+def build_plan(cfg: ExperimentConfig, root: Path, runners: Runners | None = None) -> Plan:
+    """Every stage of the experiment, in run order, with its inputs. Builds (validates) every config."""
+    runners = runners or default_runners()
+    root = Path(root)
+    cache_dir = str(root / "cache" / "representations")
+    variants = [Variant(m) for m in cfg.methods]
+    if cfg.sweep is not None:
+        variants += [Variant(m, cfg.sweep.param, float(v)) for m in cfg.sweep.methods for v in cfg.sweep.values]
+    stages: list[Stage] = []
+    by_key: dict[tuple[str, str], str] = {}  # (kind, hash) -> stage folder: identical stages run once
+    entries: list[dict[str, Any]] = []
+
+    def add(stage: Stage) -> str:
+        existing = by_key.get((stage.kind, stage.key))
+        if existing is not None:
+            return existing
+        by_key[(stage.kind, stage.key)] = stage.name
+        stages.append(stage)
+        return stage.name
+
+    for variant in variants:
+        seeds = [cfg.seeds[0]] if variant.method == UNDEFENDED else cfg.seeds  # nothing random without training
+        for seed in seeds:
+            entry: dict[str, Any] = {"method": variant.method, "label": variant.label, "sweep_param": variant.sweep_param,
+                                     "sweep_value": variant.sweep_value, "seed": seed, "train": None, "eval": None, "analyze": None}
+            upstream: dict[str, Any] = {"train": None}
+            adapter: str | None = None
+            if variant.method != UNDEFENDED:
+                tc = train_config(cfg, variant, seed)
+                train_stage = Stage(f"stages/train/{variant.slug}/seed{seed}", "train", {"train": _train_inputs(tc)},
+                                    lambda out, tc=tc: runners.train(tc, out), label=f"train {variant.label} seed {seed}")
+                name = add(train_stage)
+                adapter = str(root / name)
+                upstream = {"train": train_stage.key}
+                entry["train"] = name
+            ec = eval_config(cfg, adapter, seed)
+            eval_stage = Stage(f"stages/eval/{variant.slug}/seed{seed}", "eval", {"eval": _eval_inputs(ec), **upstream},
+                               lambda out, ec=ec: runners.evaluate(ec, out), label=f"eval {variant.label} seed {seed}")
+            entry["eval"] = add(eval_stage)
+            if cfg.analyze is not None and variant.sweep_param is None:
+                eval_run = str(root / entry["eval"]) if _pseudo_from_eval(cfg, ec) else None
+                ac = analyze_config(cfg, adapter, eval_run, seed, cache_dir)
+                inputs = {"analyze": _analyze_inputs(ac), **upstream, "eval": eval_stage.key if eval_run else None}
+                entry["analyze"] = add(Stage(f"stages/analyze/{variant.slug}/seed{seed}", "analyze", inputs,
+                                             lambda out, ac=ac: runners.analyze(ac, out), label=f"analyze {variant.label} seed {seed}"))
+            entries.append(entry)
+    return Plan(stages, entries)
+
+
+def validate(cfg: ExperimentConfig, root: Path | None = None) -> Plan:
+    """Check everything that can be checked without running: methods, keys, judge, datasets."""
+    plan = build_plan(cfg, Path(root or "."), Runners(train=_never, evaluate=_never, analyze=_never))
+    _check_judge(str(cfg.eval.get("judge", "default")))
+    _check_datasets(cfg, plan)
+    return plan
+
+
+def _never(*_: Any) -> Any:  # pragma: no cover - validation never runs stages
+    raise AssertionError("validation must not run stages")
+
+
+def _check_judge(name: str) -> None:
+    try:
+        from mosr.judges import get_judge
+    except ImportError as exc:  # pragma: no cover - judges are part of the package
+        raise ConfigError(f"judges are not available in this installation ({exc})") from exc
+    get_judge(name)
+
+
+def _check_datasets(cfg: ExperimentConfig, plan: Plan) -> None:
+    """Every dataset spec named anywhere in the config must load (name, split, file)."""
+    from mosr.data import load_dataset
+
+    specs: dict[str, str] = {}
+    for key in ("pair_datasets", "harmful_datasets", "retain_datasets", "pseudo_datasets"):
+        for source in [cfg.train, *cfg.method_train.values()]:
+            for spec in source.get(key, []) or []:
+                specs.setdefault(spec, f"train.{key}")
+    if cfg.analyze is not None:
+        for key in ("benign", "malicious", "pseudo"):
+            for spec in cfg.analyze.get(key, []) or []:
+                specs.setdefault(spec, f"analyze.{key}")
+    for spec, where in specs.items():
+        try:
+            load_dataset(spec, limit=1)
+        except MosrError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+
+
+# ------------------------------------------------------------------------------------------- run
+@dataclass
+class ExperimentResult:
+    out: Path
+    report_html: Path
+    report_md: Path
+    stages: list[StageReport]
+    seconds: float
+
+
+def run_experiment(cfg: ExperimentConfig, out: str | Path, *, runners: Runners | None = None, command: str | None = None) -> ExperimentResult:
+    """Validate, then run (or resume) every stage, then write the report."""
+    start = time.perf_counter()
+    root = Path(out)
+    validate(cfg, root)  # fails before anything is written
+    run = RunDir(root)
+    plan = build_plan(cfg, root, runners)
+    with disk_errors(root):
+        run.write_json("experiment.json", cfg.to_dict())
+        if not (root / "run.json").is_file():
+            run.write_metadata(command="experiment", config=cfg.to_dict(), seed=cfg.seeds[0],
+                               extra={"stages": [s.name for s in plan.stages]})
+
+    def report_action(folder: Path) -> None:
+        from mosr.report import write_report
+
+        write_report(collect_results(root, plan.entries), folder, title=cfg.title, config=cfg.to_dict(), command=command)
+
+    report_inputs = {"stages": {s.name: s.key for s in plan.stages}, "entries": plan.entries, "title": cfg.title,
+                     "command": command, "report_version": _report_version()}
+    report_stage = Stage("report", "report", report_inputs,
+                         report_action, label="report")
+    reports = run_stages([*plan.stages, report_stage], root)
+    seconds = time.perf_counter() - start
+    with disk_errors(root):
+        run.write_json(RESULTS_FILE, {"entries": plan.entries, "stages": [dataclasses.asdict(r) for r in reports],
+                                      "seconds": round(seconds, 1), "finished": now_iso()})
+    return ExperimentResult(root, root / "report" / "report.html", root / "report" / "report.md", reports, seconds)
+
+
+def _report_version() -> str:
+    """Hash of the report code, so a changed report layout redraws the report (and nothing else)."""
+    path = Path(__file__).with_name("report.py")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "none"
+
+
+def collect_results(root: Path, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries with their eval metrics and analysis metrics loaded (input of :mod:`mosr.report`)."""
+    out = []
+    for e in entries:
+        rec = dict(e)
+        eval_dir = root / e["eval"]
+        rec["eval_metrics"] = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+        if e.get("analyze"):
+            folder = root / e["analyze"]
+            rec["analysis_dir"] = str(folder)
+            metrics = folder / "metrics.json"
+            rec["analysis"] = json.loads(metrics.read_text(encoding="utf-8")) if metrics.is_file() else None
+        if e.get("train"):
+            rec["adapter_dir"] = str(root / e["train"])
+        out.append(rec)
+    return out
