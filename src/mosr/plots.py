@@ -28,7 +28,7 @@ Projection = Literal["pca", "tsne"]
 GROUP_COLORS: dict[str, str] = {
     "benign": "#0072B2",
     "malicious": "#D55E00",
-    "pseudo-malicious": "#999999",
+    "pseudo-malicious": "#6E6E6E",
     "pseudo-malicious refused": "#CC79A7",
     "pseudo-malicious answered": "#009E73",
     "pseudo-malicious unjudged": "#999999",
@@ -238,7 +238,9 @@ def histograms(
             if v.size == 0:
                 continue
             weights = np.full(v.size, 1.0 / v.size)
-            _, _, patches = ax.hist(v, bins=edges, weights=weights, histtype="stepfilled", alpha=0.35, color=color_for(name, j), edgecolor=color_for(name, j), linewidth=1.2)
+            color = color_for(name, j)
+            ax.hist(v, bins=edges, weights=weights, histtype="stepfilled", alpha=0.15, color=color, linewidth=0)
+            _, _, patches = ax.hist(v, bins=edges, weights=weights, histtype="step", color=color, linewidth=1.8)
             handles.setdefault(name, patches[0])
         ax.set_title(title)
         ax.set_xlabel(xlabel)
