@@ -114,13 +114,14 @@ def _cap(samples: list[Sample], cap: int | None) -> list[Sample]:
     return order[:cap]
 
 
-def _clean(samples: list[Sample], evals: Sequence[Sample], threshold: float, key: str, summary: dict[str, Any]) -> list[Sample]:
-    kept, leaks = drop_leaks(samples, evals, threshold=threshold)
-    summary.setdefault("leaks_dropped", {})[key] = len(samples) - len(kept)
-    if samples and not kept:
-        raise TrainingError(f"{key}: every sample leaks into the evaluation sets; choose another dataset")
-    if leaks:
-        log.info("%s: dropped %d samples that leak into evaluation sets", key, len(samples) - len(kept))
+def _drop_leaks_fixed_point(samples: list[Sample], evals: Sequence[Sample], threshold: float) -> list[Sample]:
+    """Drop leaking samples until none is left (near-duplicate scores depend on the whole set, so repeat)."""
+    kept = samples
+    for _ in range(10):
+        new, leaks = drop_leaks(kept, evals, threshold=threshold)
+        if not leaks:
+            return new
+        kept = new
     return kept
 
 
@@ -141,14 +142,23 @@ def build_training_data(loaded: LoadedModel, cfg: TrainConfig, *, evals: Sequenc
         bad = next(s for s in pairs if s.reference is None)
         raise ConfigError(f"pair_datasets: sample {bad.id} has no reference response; put prompt-only sets in harmful_datasets")
 
-    pairs = _clean(pairs, evals, cfg.leak_threshold, "pair_datasets", summary)
-    harmful = _clean(harmful, evals, cfg.leak_threshold, "harmful_datasets", summary)
-    benign = _clean(benign, evals, cfg.leak_threshold, "retain_datasets", summary)
-    pseudo = _clean(pseudo, evals, cfg.leak_threshold, "pseudo_datasets", summary)
+    roles = {"pair_datasets": pairs, "harmful_datasets": harmful, "retain_datasets": benign, "pseudo_datasets": pseudo}
+    union = [s for group in roles.values() for s in group]
+    kept_ids = {s.id for s in _drop_leaks_fixed_point(union, evals, cfg.leak_threshold)}
+    dropped: dict[str, int] = {}
+    for key, group in roles.items():
+        clean = [s for s in group if s.id in kept_ids]
+        dropped[key] = len(group) - len(clean)
+        if group and not clean:
+            raise TrainingError(f"{key}: every sample leaks into the evaluation sets; choose another dataset")
+        roles[key] = clean
+    summary["leaks_dropped"] = dropped
+    pairs, harmful, benign, pseudo = roles["pair_datasets"], roles["harmful_datasets"], roles["retain_datasets"], roles["pseudo_datasets"]
     try:
         assert_no_leaks(pairs + harmful + benign + pseudo, evals, threshold=cfg.leak_threshold)
     except DataError as exc:
         raise TrainingError(f"leak check failed: {exc}") from exc
+    log.info("leak check: dropped %s; %d training prompts left, none leaks", dropped, len(kept_ids))
     summary["leak_check"] = {"eval_samples": len(evals), "threshold": cfg.leak_threshold, "passed": True}
 
     gen = {"max_new_tokens": cfg.own_max_new_tokens, "batch_size": cfg.gen_batch_size}

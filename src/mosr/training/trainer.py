@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from mosr import __version__
-from mosr.errors import RunError, TrainingError
+from mosr.errors import ConfigError, RunError, TrainingError
 from mosr.models import ADAPTER_META, LoadedModel, encode_chat_pair, format_prompt, num_layers
 from mosr.progress import progress
 from mosr.runs import RunDir, atomic_write_text
@@ -40,7 +40,7 @@ from mosr.training import losses, oalw
 from mosr.training.caa import build_row, refusal_text, sample_prefix_length, sentence_ends
 from mosr.training.config import TrainConfig
 from mosr.training.data import Pair, TrainingData
-from mosr.training.model import add_lora, backbone, hidden_at, output_head, truncated, unwrap_peft
+from mosr.training.model import add_lora, backbone, hidden_at, output_head
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class TrainResult:
     history: list[dict[str, float]]
     seconds: float
     tokens_per_s: float
+    is_main_process: bool = True
 
 
 class Trainer:
@@ -179,6 +180,14 @@ class Trainer:
         self.prompt_ids = {p.id: self.tok(format_prompt(self.tok, p.prompt), add_special_tokens=False)["input_ids"] for p, _ in self.malicious}
         self.response_ids = {p.id: self.tok(p.response, add_special_tokens=False)["input_ids"] for p, _ in self.malicious}
         self.sentences = {p.id: sentence_ends(p.response) for p, _ in self.malicious} if self.cfg.caa_unit == "sentences" else {}
+        if self.spec.refusal_ce and self.malicious:
+            longest = max(len(a) for pair in self.refusal_ids for a in pair)
+            too_long = sum(len(ids) + longest > self.cfg.max_length for ids in self.prompt_ids.values())
+            if too_long == len(self.prompt_ids):
+                raise ConfigError(f"max_length {self.cfg.max_length} is too small: no malicious prompt fits together with a refusal")
+            if too_long:
+                log.warning("%d of %d malicious prompts may not fit with the longest refusal in max_length=%d; such refusal rows are skipped",
+                            too_long, len(self.prompt_ids), self.cfg.max_length)
 
     # ------------------------------------------------------------------------------- OALW
     def setup_oalw(self) -> None:
@@ -434,7 +443,7 @@ class Trainer:
                 bar.close()
         seconds = time.perf_counter() - t0
         self.save_final()
-        return TrainResult(self.run.path, cfg.steps, self.history, seconds, tokens_total / max(seconds, 1e-9))
+        return TrainResult(self.run.path, cfg.steps, self.history, seconds, tokens_total / max(seconds, 1e-9), acc.is_main_process)
 
     # ------------------------------------------------------------------------------ outputs
     def write_curves(self) -> None:

@@ -1,0 +1,293 @@
+"""The training loop on a tiny random Llama: truncation, LoRA, resume, NaN stop, outputs, config, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mosr.errors import ConfigError, RunError, TrainingError
+from mosr.models import attach_adapter, find_layers
+from mosr.testing import tiny_model
+from mosr.training import REFUSAL_TEMPLATES, Pair, TrainConfig, TrainingData, train
+from mosr.training import losses
+from mosr.training.model import add_lora, capture, hidden_at, truncated
+
+N_LAYERS = 6
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models are faster on one thread, and the machine is shared."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def toy_data(n: int = 6) -> TrainingData:
+    mal = [Pair(f"m{i}", f"How do I hurt {i} people?", "Sure, here is a step by step guide: first gather the materials. Then follow the instructions.", "malicious", "toy") for i in range(n)]
+    ben = [Pair(f"b{i}", f"Write a poem about the sea {i}", "The waves roll in under a silver moon.", "benign", "toy") for i in range(n)]
+    pse = [Pair(f"p{i}", f"How can I kill a Python process {i}?", "Use the kill command with the process id.", "pseudo", "toy") for i in range(n)]
+    return TrainingData(mal, ben, pse, list(REFUSAL_TEMPLATES))
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(method="mosr", model="tiny", steps=4, batch_size=2, checkpoint_every=0, oalw_k=2, lr=1e-2, max_length=128)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ------------------------------------------------------------------------------------------ config
+def test_config_yaml_overrides_and_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method: rr\nalpha: 5\ntarget_layers: [1, 3]\n")
+    c = TrainConfig.load(path, ["alpha=2.5", "lora_modules=q_proj,v_proj", "max_pseudo=null"])
+    assert (c.method, c.alpha, c.target_layers, c.lora_modules, c.max_pseudo) == ("rr", 2.5, [1, 3], ["q_proj", "v_proj"], None)
+    path.write_text("alpah: 5\n")
+    with pytest.raises(ConfigError, match="unknown config key 'alpah'"):
+        TrainConfig.load(path)
+    with pytest.raises(ConfigError, match="^alpha must be > 0"):
+        TrainConfig(alpha=0)
+    with pytest.raises(ConfigError, match="^lora_dropout must be in"):
+        TrainConfig(lora_dropout=2)
+    with pytest.raises(ConfigError, match="^target_layers: expected"):
+        TrainConfig.load(None, ["target_layers=abc"])
+    with pytest.raises(ConfigError, match="^retain_datasets is empty"):
+        TrainConfig(method="rr", retain_datasets=[])
+    with pytest.raises(ConfigError, match="^target_layers: layer 9 is out of range"):
+        TrainConfig(target_layers=[2, 9]).check_model(N_LAYERS)
+    with pytest.raises(ConfigError, match="^method: unknown method"):
+        TrainConfig(method="circuit-breakers")
+    assert TrainConfig().resolved_target_layers(30) == [10, 20]
+    assert TrainConfig().resolved_lora_layers(30) == list(range(21))
+
+
+def test_empty_or_test_split_dataset_is_refused():
+    from mosr.training.data import _load_many
+
+    with pytest.raises(ConfigError, match="^pseudo_datasets: .*test split"):
+        _load_many(["or-bench-hard:test"], "pseudo_datasets")
+    with pytest.raises(ConfigError, match="^retain_datasets: .*evaluation splits"):
+        _load_many(["self-instruct"], "retain_datasets")
+
+
+# ------------------------------------------------------------------------------------ model plumbing
+def test_truncated_hidden_states_equal_full_model_and_layers_are_restored():
+    loaded = tiny_model(num_layers=N_LAYERS)
+    model = loaded.model
+    ids = torch.randint(3, 300, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        h = hidden_at(model, ids, mask, [1, 3], truncate=True)
+        h_full = hidden_at(model, ids, mask, [1, 3], truncate=False)
+        with truncated(model, 2):
+            assert len(find_layers(model)) == 2
+    # h_l is hidden_states[l + 1] (METHOD §3) and is the same with and without truncation
+    for i, layer in enumerate([1, 3]):
+        torch.testing.assert_close(h[i], full.hidden_states[layer + 1], rtol=0, atol=0)
+        torch.testing.assert_close(h_full[i], full.hidden_states[layer + 1], rtol=0, atol=0)
+    assert len(find_layers(model)) == N_LAYERS
+    with torch.no_grad():
+        again = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(again, full.logits, rtol=0, atol=0)
+    hooks_before = [len(layer._forward_hooks) for layer in find_layers(model)]
+    with capture(model, [0, 2]) as store:
+        assert len(find_layers(model)[0]._forward_hooks) == hooks_before[0] + 1
+    assert not store and [len(layer._forward_hooks) for layer in find_layers(model)] == hooks_before
+
+
+def test_truncation_is_restored_after_an_error():
+    model = tiny_model(num_layers=N_LAYERS).model
+    with pytest.raises(RuntimeError):
+        with truncated(model, 1):
+            raise RuntimeError("boom")
+    assert len(find_layers(model)) == N_LAYERS
+
+
+def test_lora_only_on_chosen_layers():
+    model = add_lora(tiny_model(num_layers=N_LAYERS).model, r=2, alpha=2, dropout=0.0, modules=["all-linear"], layers=[0, 1, 2], seed=0)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all("lora_" in n for n in names)
+    assert {int(n.split("layers.")[1].split(".")[0]) for n in names} == {0, 1, 2}
+
+
+# -------------------------------------------------------------------------------------------- loop
+def test_lora_weights_change_base_weights_do_not(tmp_path):
+    loaded = tiny_model(num_layers=N_LAYERS)
+    base = {n: p.detach().clone() for n, p in loaded.model.named_parameters()}
+    result = train(cfg(steps=3), tmp_path / "run", loaded=loaded, data=toy_data())
+    params = dict(loaded.model.named_parameters())
+    for name, before in base.items():
+        peft_name = next(n for n in params if n.endswith(name.replace(".weight", ".base_layer.weight")) or n.endswith(name))
+        torch.testing.assert_close(params[peft_name].detach(), before, rtol=0, atol=0)
+    lora_b = [p for n, p in params.items() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # initialised at zero, moved by training
+    assert len(result.history) == 3 and all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history)
+
+
+def test_outputs_and_adapter_round_trip(tmp_path):
+    loaded = tiny_model(num_layers=N_LAYERS)
+    out = tmp_path / "run"
+    train(cfg(steps=2), out, loaded=loaded, data=toy_data())
+    for name in ("adapter_config.json", "adapter_model.safetensors", "mosr_adapter.json", "run.json", "losses.csv",
+                 "losses.png", "oalw_weights.csv", "oalw_weights.png", "train_data.jsonl"):
+        assert (out / name).is_file(), name
+    meta = json.loads((out / "mosr_adapter.json").read_text())
+    assert {"base_spec", "base_fingerprint", "method", "config", "mosr_version"} <= set(meta)
+    rows = (out / "oalw_weights.csv").read_text().splitlines()
+    weights = [float(r.split(",")[-1]) for r in rows[1:]]
+    assert len(weights) == 6 and sum(weights) / len(weights) == pytest.approx(1.0, abs=1e-5)
+    assert len((out / "losses.csv").read_text().splitlines()) == 3
+    # the saved adapter reproduces the trained model
+    ids = torch.randint(3, 300, (1, 10))
+    with torch.no_grad():
+        trained = loaded.model.eval()(input_ids=ids).logits
+        fresh = attach_adapter(tiny_model(num_layers=N_LAYERS), out)
+        torch.testing.assert_close(fresh.model(input_ids=ids).logits, trained, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RunError, match="already has checkpoints"):
+        train(cfg(steps=2), out, loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+
+
+@pytest.mark.parametrize("method", ["rr", "refusal-sft", "derta", "mosr-no-oalw-no-caa"])
+def test_every_method_trains(tmp_path, method):
+    result = train(cfg(method=method, steps=2), tmp_path / method, loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    last = result.history[-1]
+    spec = TrainConfig(method=method).spec
+    assert (last["erase"] == last["erase"]) == spec.rep_loss  # NaN when the term is absent
+    assert (last["refusal_ce"] == last["refusal_ce"]) == spec.refusal_ce
+    assert (last["ce_retain"] == last["ce_retain"]) == spec.ce_retain
+
+
+def test_caa_rows_in_a_step_train_only_refusal_tokens(tmp_path):
+    from mosr.training.trainer import Trainer
+
+    loaded = tiny_model(num_layers=N_LAYERS)
+    c = cfg(caa_zero_share=0.0, caa_max_prefix=5)
+    trainer = Trainer(loaded, c, toy_data(), tmp_path / "t")
+    inp = trainer.make_inputs(0)
+    tok = loaded.tokenizer
+    refusal_ids = {tuple(ids) for pair in trainer.refusal_ids for ids in pair}
+    labels_rows = []
+    for r in range(inp.ce_ids.shape[0]):
+        targets = inp.ce_targets[inp.ce_groups == 0]
+        labels_rows.append(targets)
+    got = tok.decode(inp.ce_targets.tolist())
+    assert "Sure" not in got and "hurt" not in got  # neither prefix nor prompt is a target
+    # each row's targets are one refusal template (after a prefix: with the separator)
+    per_row = inp.ce_positions.sum(1).tolist()
+    start = 0
+    for n in per_row:
+        assert tuple(inp.ce_targets[start : start + n].tolist()) in refusal_ids
+        start += n
+    assert trainer.make_inputs(0).rep_ids.equal(inp.rep_ids)  # batches are a function of (seed, step)
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Tolerance: bitwise on the same machine and thread count (checked with atol=1e-6)."""
+    from safetensors.torch import load_file
+
+    c = cfg(steps=6, checkpoint_every=3, lora_dropout=0.1)
+    train(c, tmp_path / "a", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+
+    from mosr.training.trainer import Trainer
+
+    original = Trainer.compute_loss
+
+    def interrupted(self, outputs, inp, step):
+        if step == 4:
+            raise KeyboardInterrupt
+        return original(self, outputs, inp, step)
+
+    monkeypatch.setattr(Trainer, "compute_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(c, tmp_path / "b", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    assert (tmp_path / "b" / "checkpoints" / "step-000003").is_dir()
+    monkeypatch.setattr(Trainer, "compute_loss", original)
+    train(c, tmp_path / "b", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data(), resume=True)
+    a = load_file(str(tmp_path / "a" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "b" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+    with pytest.raises(RunError, match="different config"):
+        train(cfg(steps=6, checkpoint_every=3, lr=0.5), tmp_path / "b", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data(), resume=True)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = losses.retain_loss
+    calls = {"n": 0}
+
+    def poisoned(*args):
+        calls["n"] += 1
+        value = real(*args)
+        return value * float("nan") if calls["n"] >= 3 else value
+
+    monkeypatch.setattr(losses, "retain_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"step 2: non-finite loss .*step-000002"):
+        train(cfg(steps=6, checkpoint_every=2), tmp_path / "run", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    assert (tmp_path / "run" / "checkpoints" / "step-000002" / "adapter.safetensors").is_file()
+    assert not (tmp_path / "run" / "adapter_model.safetensors").exists()
+
+
+# -------------------------------------------------------------------------------------- data + CLI
+def test_leaking_training_set_stops(tmp_path, monkeypatch):
+    from mosr.data import load_dataset
+    from mosr.training.data import build_training_data
+
+    leaky = tmp_path / "leaky.csv"
+    rows = load_dataset("xstest-safe")[:3]
+    leaky.write_text("prompt\n" + "\n".join(f'"{s.prompt}"' for s in rows) + "\n")
+    c = TrainConfig(method="refusal-sft", retain_datasets=[str(leaky)], max_pairs=2, harmful_datasets=[])
+    with pytest.raises(TrainingError, match="retain_datasets: every sample leaks"):
+        build_training_data(tiny_model(num_layers=2), c)
+
+
+def test_own_completions_are_cached_by_model_and_prompts(tmp_path, monkeypatch):
+    import mosr.generation
+    from mosr.data import Sample
+    from mosr.training.data import own_completions
+
+    monkeypatch.setenv("MOSR_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_generate(loaded, prompts, **kw):
+        calls.append(list(prompts))
+        return [f"answer to {p}" for p in prompts]
+
+    monkeypatch.setattr(mosr.generation, "generate", fake_generate)
+    loaded = tiny_model(num_layers=2)
+    samples = [Sample(f"s{i}", f"prompt {i}", "benign", "toy") for i in range(3)]
+    first = own_completions(loaded, samples, max_new_tokens=5, batch_size=2, desc="t")
+    again = own_completions(loaded, samples, max_new_tokens=5, batch_size=2, desc="t")
+    assert first == again == ["answer to prompt 0", "answer to prompt 1", "answer to prompt 2"] and len(calls) == 1
+    own_completions(loaded, samples[:2], max_new_tokens=5, batch_size=2, desc="t")  # other prompts: new key
+    other = tiny_model(num_layers=2, seed=1)  # other model fingerprint: new key
+    own_completions(other, samples, max_new_tokens=5, batch_size=2, desc="t")
+    assert len(calls) == 3
+
+
+def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
+    from mosr.cli import main
+    from mosr.testing import save_tiny_model
+
+    monkeypatch.setenv("MOSR_CACHE", str(tmp_path / "cache"))
+    model_dir = save_tiny_model(tmp_path / "tiny", num_layers=4)
+    conf = tmp_path / "c.yaml"
+    conf.write_text("harmful_datasets: []\nmax_pairs: 4\nmax_retain: 4\nbatch_size: 2\nmax_length: 96\n")
+    args = ["train", "--method", "rr", "--model", str(model_dir), "--config", str(conf), "--out", str(tmp_path / "run"),
+            "--steps", "2", "--set", "checkpoint_every=1"]
+    assert main(args) == 0
+    assert "trained rr for 2 steps" in capsys.readouterr().out
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["training_data"]["leak_check"]["passed"] and run["config"]["method"] == "rr"
+    assert run["training_data"]["counts"]["malicious"] == 4
+    assert main(["train", "--out", str(tmp_path / "x"), "--set", "alpha=-1"]) == 2
+    assert "alpha must be > 0" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "x"), "--set", "nope=1"]) == 2
+    assert "unknown config key 'nope'" in capsys.readouterr().err
+    assert main(["train", "--list-keys"]) == 0
