@@ -188,6 +188,7 @@ def test_analyze_end_to_end_with_adapter_and_eval_run(tiny_setup, monkeypatch):
     assert not np.allclose(base, adapted)  # the adapter changes the representations
     layer = m["variants"][0]["layers"][1]
     assert layer["layer"] == 3 and "auroc" in layer and layer["auroc"]["n_refused"] == 8
+    assert {k: d["n"] for k, d in layer["pseudo_by_dataset"].items()} == {"or-bench-hard:test": 8, "xstest-safe": 8}
     rows = (out / "boundary_scores.csv").read_text().splitlines()
     assert len(rows) == 1 + 2 * 2 * (16 + 16 + 16)  # header + variants x layers x prompts
     assert "unjudged" in (out / "report.md").read_text()

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from mosr.errors import ConfigError  # noqa: E402
 
@@ -119,11 +120,14 @@ def scatter_grid(
             ax.set_xlabel(panel.xlabel)
             ax.set_ylabel(panel.ylabel)
             ax.tick_params(labelsize=8)
+    bottom = 0.0
     if seen:
-        fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=min(4, len(seen)), frameon=False, markerscale=1.6)
+        ncol = min(2 * cols, 4, len(seen))
+        fig.legend(list(seen.values()), list(seen.keys()), loc="lower center", ncol=ncol, frameon=False, markerscale=1.6)
+        bottom = (0.28 * math.ceil(len(seen) / ncol) + 0.15) / fig.get_figheight()
     if title:
         fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0, 0.07 if rows == 1 else 0.04, 1, 0.95 if title else 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1 - 0.45 / fig.get_figheight() if title else 1))
     return fig
 
 
@@ -173,7 +177,9 @@ def layer_curves(x: Sequence[float], panels: Sequence[CurvePanel], *, xlabel: st
         ax.set_ylabel(panel.ylabel)
         if panel.ylim:
             ax.set_ylim(*panel.ylim)
-        ax.legend(loc="best", frameon=True, framealpha=0.85)
+        if np.all(np.mod(xs, 1) == 0):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(loc="best", frameon=True, framealpha=0.8, fontsize=8)
     for k in range(len(panels), nrows * ncols):
         axes[k // ncols][k % ncols].axis("off")
     if title:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mosr.analysis import SCORES, AnalysisConfig, LayerResult, analyze_layers
+from mosr.analysis import SCORES, AnalysisConfig, LayerResult, analyze_layers, summarise_scores
 from mosr.data import Sample, load_dataset, samples_hash
 from mosr.errors import ConfigError, DataError
 from mosr.representations import POOLINGS, extract
@@ -196,6 +196,10 @@ def _analyze_variant(name: str, loaded: Any, prompts: list[Prompt], layers: list
         meta[group] = dict(reps.meta)
     outcome = [p.outcome for p in prompts if p.group == "pseudo"]
     results, summaries = analyze_layers(vecs, layers, outcome=outcome, config=AnalysisConfig(folds=cfg.folds, k=cfg.k, seed=cfg.seed))
+    specs = np.array([p.spec for p in prompts if p.group == "pseudo"])
+    if len(set(specs.tolist())) > 1:
+        for res, summary in zip(results, summaries):
+            summary["pseudo_by_dataset"] = {spec: summarise_scores(res.scores["pseudo"], specs == spec) for spec in dict.fromkeys(specs.tolist())}
     return VariantResult(name, loaded.describe(), results, summaries, vecs, meta)
 
 
@@ -378,8 +382,8 @@ def _fmt(x: float, digits: int = 2) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def _ci(d: dict[str, Any], key: str = "mean") -> str:
-    return f"{_fmt(d[key])} [{_fmt(d['ci'][0])}, {_fmt(d['ci'][1])}]"
+def _ci(d: dict[str, Any], key: str = "mean", digits: int = 2) -> str:
+    return f"{_fmt(d[key], digits)} [{_fmt(d['ci'][0], digits)}, {_fmt(d['ci'][1], digits)}]"
 
 
 def _report_markdown(cfg: AnalyzeConfig, metrics: dict[str, Any], variants: list[VariantResult], figs: dict[str, str]) -> str:
@@ -419,9 +423,10 @@ def _report_markdown(cfg: AnalyzeConfig, metrics: dict[str, Any], variants: list
         rows = []
         for layer in metrics["plot_layers"]:
             x = s[layer]
-            for g, d in x["groups"].items():
+            parts = [*x["groups"].items(), *((f"pseudo: {k}", d) for k, d in x.get("pseudo_by_dataset", {}).items())]
+            for g, d in parts:
                 rows.append([layer, _fmt(x["probe_accuracy"], 3), g, d["n"], _ci(d["probe_p"]), _fmt(d["share_probe_malicious"]),
-                             _ci(d["centroid_ratio"]), _ci(d["knn_share"])])
+                             _ci(d["centroid_ratio"], digits=3), _ci(d["knn_share"])])
         lines += [markdown_table(headers, rows), ""]
         if "auroc" in v.summaries[0]:
             rows = []
@@ -432,7 +437,7 @@ def _report_markdown(cfg: AnalyzeConfig, metrics: dict[str, Any], variants: list
                       markdown_table(["layer", "n refused/answered", *SCORES], rows), ""]
         lines += [f"![layer curves, {v.name}]({figs[f'curves:{v.name}']})", ""]
         rows = [[x["layer"], f"{_fmt(x['probe_accuracy'], 3)} [{_fmt(x['probe_ci'][0], 3)}, {_fmt(x['probe_ci'][1], 3)}]",
-                 *(_fmt(x["groups"][g]["centroid_ratio"]["mean"]) for g in ("benign", "pseudo", "malicious")),
+                 *(_fmt(x["groups"][g]["centroid_ratio"]["mean"], 3) for g in ("benign", "pseudo", "malicious")),
                  _fmt(x["groups"]["pseudo"]["probe_p"]["mean"]), _fmt(x["groups"]["pseudo"]["knn_share"]["mean"])] for x in v.summaries]
         lines += ["All layers:", "", markdown_table(["layer", "probe acc. [95% CI]", "ratio benign", "ratio pseudo", "ratio malicious",
                                                      "probe score pseudo", "kNN share pseudo"], rows), ""]
