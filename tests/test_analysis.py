@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
+import csv
+import io
 import json
 import math
 
@@ -175,22 +176,29 @@ def test_analyze_end_to_end_with_adapter_and_eval_run(tiny_setup, monkeypatch):
     monkeypatch.setenv("MOSR_PROGRESS", "0")
     root, model_dir, adapter, run = tiny_setup
     out = root / "out"
-    code = main(_args(model=model_dir, adapter=adapter, eval_run=run, limit=16, layers=["1", "3"], plot_layers=["3"], k=5, out=out))
+    code = main(_args(model=model_dir, adapter=adapter, eval_run=run, limit=10, layers=["3"], k=5, out=out))
     assert code == 0
     for name in ("metrics.json", "boundary_scores.csv", "report.md", "report.html", "run.json", "pca.png", "probe-scores.png",
                  "curves-base.png", "curves-base-adapter.png", "curves-compare.png"):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
     assert [v["name"] for v in m["variants"]] == ["base", "base+adapter"]
-    assert m["pseudo_outcomes"] == {"refused": 8, "answered": 6, "unjudged": 2}  # 8 per spec, verdicts cycle R C G C U
+    outcomes = m["pseudo_outcomes"]
+    assert sum(outcomes.values()) == 10 and set(outcomes) <= {"refused", "answered", "unjudged"}
+    judged = {(r["dataset"], r["sample_id"]): r["verdict"] for r in map(json.loads, (run / "judgments.jsonl").read_text().splitlines())
+              if r["attack"] == "none"}
+    table = list(csv.reader(io.StringIO((out / "boundary_scores.csv").read_text())))[1:]
+    pseudo_rows = [r for r in table if r[0] == "base" and r[2] == "pseudo"]
+    assert all(judged[(r[3], r[4])] == r[5] for r in pseudo_rows)  # each prompt carries its own verdict
+    assert sum(r[6] == "refused" for r in pseudo_rows) == outcomes["refused"]
+    assert sum(r[6] == "unjudged" for r in pseudo_rows) == outcomes["unjudged"] > 0
     assert m["eval_run"]["attack_records_ignored"] == 16
     base, adapted = (np.array([x["groups"]["pseudo"]["probe_p"]["mean"] for x in v["layers"]]) for v in m["variants"])
     assert not np.allclose(base, adapted)  # the adapter changes the representations
-    layer = m["variants"][0]["layers"][1]
-    assert layer["layer"] == 3 and "auroc" in layer and layer["auroc"]["n_refused"] == 8
-    assert {k: d["n"] for k, d in layer["pseudo_by_dataset"].items()} == {"or-bench-hard:test": 8, "xstest-safe": 8}
-    rows = (out / "boundary_scores.csv").read_text().splitlines()
-    assert len(rows) == 1 + 2 * 2 * (16 + 16 + 16)  # header + variants x layers x prompts
+    layer = m["variants"][0]["layers"][0]
+    assert layer["layer"] == 3 and "auroc" in layer and layer["auroc"]["n_refused"] == outcomes["refused"]
+    assert {k: d["n"] for k, d in layer["pseudo_by_dataset"].items()} == {"or-bench-hard:test": 5, "xstest-safe": 5}
+    assert len(table) == 2 * 1 * (10 + 10 + 10)  # variants x layers x prompts
     assert "unjudged" in (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5 and "<table>" in html
@@ -218,5 +226,5 @@ def test_analyze_errors_are_one_line(tiny_setup, capsys, monkeypatch):
         from mosr.commands.analyze import AnalyzeConfig
 
         AnalyzeConfig(benign=())
-    with pytest.raises(argparse.ArgumentError if False else SystemExit):
+    with pytest.raises(SystemExit):  # argparse rejects an unknown pooling
         main(["analyze", "--pooling", "max", "--out", str(root / "bad4")])
