@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="seed")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set alpha=5 --set target_layers=8,16 (repeatable)")
-    p.add_argument("--list-keys", action="store_true", help="print every config key with its default and help, then exit")
+    p.add_argument("--list-keys", "--help-config", dest="list_keys", action="store_true",
+                   help="print every config key with its default and help, then exit")
     p.set_defaults(func=run)
 
 

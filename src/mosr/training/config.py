@@ -79,7 +79,7 @@ class TrainConfig:
     max_pseudo: int | None = _f(96, "cap on pseudo-malicious prompts (None = all)")
     own_max_new_tokens: int = _f(48, "tokens generated per own completion (cached on disk)")
     gen_batch_size: int = _f(32, "batch size for generating own completions")
-    max_length: int = _f(160, "max tokens per training sequence (prompt + response)")
+    max_length: int = _f(128, "max tokens per training sequence (prompt + response)")
     refusal_templates: str | None = _f(None, "text file with one refusal per line (None = built-in templates)")
     leak_threshold: float = _f(0.85, "near-duplicate threshold of the leak check against evaluation sets")
 
@@ -98,17 +98,17 @@ class TrainConfig:
     lora_layers: list[int] | None = _f(None, "decoder blocks that get LoRA (None = 0..max(target_layers))")
 
     # optimisation
-    steps: int = _f(150, "optimizer steps T")
-    batch_size: int = _f(4, "rows per role (erase, retain, refusal) per step and process")
-    lr: float = _f(1e-4, "AdamW learning rate")
+    steps: int = _f(40, "optimizer steps T")
+    batch_size: int = _f(2, "rows per role (erase, retain, refusal) per step and process")
+    lr: float = _f(1e-3, "AdamW learning rate")
     warmup_steps: int = _f(0, "linear warm-up steps")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     max_grad_norm: float = _f(1.0, "gradient clipping (0 = off)")
-    checkpoint_every: int = _f(50, "save adapter + optimizer + step every N steps (0 = only at the end)")
+    checkpoint_every: int = _f(20, "save adapter + optimizer + step every N steps (0 = only at the end)")
     keep_checkpoints: int = _f(2, "how many checkpoints to keep")
 
     # OALW (METHOD §5)
-    oalw_layer: int | None = _f(None, "layer l* of the OALW features (None = last target layer)")
+    oalw_layer: int | None = _f(None, "layer l* of the OALW features (None = first target layer)")
     oalw_pooling: Pooling = _f("last_prompt", "pooling of the OALW features")
     oalw_similarity: SimilarityKind = _f("knn", "similarity to the pseudo-malicious set: knn mean, centroid or max cosine")
     oalw_k: int = _f(8, "neighbours for knn similarity")
@@ -199,7 +199,7 @@ class TrainConfig:
         return list(range(max(self.resolved_target_layers(n_layers)) + 1))
 
     def resolved_oalw_layer(self, n_layers: int) -> int:
-        return self.oalw_layer % n_layers if self.oalw_layer is not None else max(self.resolved_target_layers(n_layers))
+        return self.oalw_layer % n_layers if self.oalw_layer is not None else min(self.resolved_target_layers(n_layers))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
