@@ -351,3 +351,43 @@ def test_quickstart_config_is_shipped_and_valid():
     cfg = ExperimentConfig.load(path)
     assert {"undefended", "rr", "mosr"} <= set(cfg.methods)
     assert cfg.eval.get("limit")
+
+
+def test_changing_the_judge_keeps_completions_for_rejudging(tmp_path):
+    fakes = Fakes()
+    run_experiment(config(), tmp_path / "exp", runners=fakes.runners())
+    kept = tmp_path / "exp/stages/eval/rr/seed0/completions.jsonl"
+    kept.write_text('{"stored": true}\n')
+    fakes.calls.clear()
+    cfg = config(eval={"suites": ["safety", "over-refusal"], "sets": ["advbench:test", "xstest-safe"], "limit": 5, "judge": "gibberish"})
+    run_experiment(cfg, tmp_path / "exp", runners=fakes.runners())
+    assert fakes.count("train") == 0 and fakes.count("eval") == 3
+    assert kept.read_text() == '{"stored": true}\n'  # the eval command re-judges what is stored
+    fakes.calls.clear()
+    run_experiment(config(), tmp_path / "exp", runners=fakes.runners())  # back to the old judge: re-judged again
+    assert fakes.count("eval") == 3 and kept.is_file()
+    fakes.calls.clear()
+    cfg = config(eval={"suites": ["safety", "over-refusal"], "sets": ["advbench:test", "xstest-safe"], "limit": 6, "judge": "keyword"})
+    run_experiment(cfg, tmp_path / "exp", runners=fakes.runners())
+    assert not kept.exists()  # other prompts: the folder is redone from scratch
+
+
+def test_real_stage_commands_on_a_tiny_model(tmp_path):
+    """The default runners call the real train, eval and analyze functions with the configs they expect."""
+    from mosr.testing import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    cfg = ExperimentConfig.from_dict({
+        "model": str(model), "methods": ["undefended", "rr"], "seeds": [0],
+        "train": {"steps": 1, "batch_size": 1, "max_length": 32, "pair_datasets": ["derta"], "harmful_datasets": [], "max_pairs": 4,
+                  "max_retain": 4, "checkpoint_every": 0, "leak_threshold": 1.0},
+        "eval": {"suites": ["over-refusal"], "sets": ["xstest-safe"], "limit": 5, "max_new_tokens": 4, "judge": "keyword"},
+        "analyze": {"limit": 5, "folds": 2, "k": 2, "pseudo": ["xstest-safe"], "benign": ["self-instruct:test"], "malicious": ["advbench:test"]},
+    })
+    result = run_experiment(cfg, tmp_path / "exp")
+    assert [s.status for s in result.stages] == ["ran"] * 6
+    assert (tmp_path / "exp/stages/train/rr/seed0/mosr_adapter.json").is_file()
+    md = result.report_md.read_text()
+    assert "RR (Circuit Breakers)" in md and "n=5" in md and "## Representations before and after" in md
+    again = run_experiment(cfg, tmp_path / "exp")
+    assert [s.status for s in again.stages] == ["cached"] * 6

@@ -184,6 +184,8 @@ class Stage:
     inputs: dict[str, Any]
     action: Callable[[Path], Any] = field(repr=False, compare=False)
     label: str = ""
+    # inputs whose change keeps the half-done or finished folder for the command to reuse (eval: the judge)
+    reusable_when_only: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -210,13 +212,34 @@ def _prepare(folder: Path, stage: Stage) -> None:
                 same = json.loads(info.read_text(encoding="utf-8")).get("hash") == stage.key
             except (json.JSONDecodeError, OSError):
                 same = False
-        if not same:
+        if not same and _reusable(info, stage):
+            log.info("stage %s: only %s changed, reusing its folder", stage.name, stage.reusable_when_only)
+        elif not same:
             log.info("stage %s: inputs changed, redoing it", stage.name)
             shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DONE_FILE).unlink(missing_ok=True)
     atomic_write_text(info, dumps({"name": stage.name, "kind": stage.kind, "hash": stage.key, "inputs": stage.inputs,
                                    "started": now_iso()}) + "\n")
+
+
+def _reusable(info: Path, stage: Stage) -> bool:
+    """True when the old inputs differ from the new ones only at the ``reusable_when_only`` keys."""
+    if not stage.reusable_when_only or not info.is_file():
+        return False
+    try:
+        old = json.loads(info.read_text(encoding="utf-8")).get("inputs")
+    except (json.JSONDecodeError, OSError):
+        return False
+
+    def strip(inputs: Any) -> Any:
+        inputs = json.loads(json.dumps(inputs, default=str))
+        for section, key in stage.reusable_when_only:
+            if isinstance(inputs, dict) and isinstance(inputs.get(section), dict):
+                inputs[section].pop(key, None)
+        return inputs
+
+    return old is not None and strip(old) == strip(stage.inputs)
 
 
 def _finish(folder: Path, stage: Stage, seconds: float) -> None:
@@ -442,7 +465,8 @@ def build_plan(cfg: ExperimentConfig, root: Path, runners: Runners | None = None
                 entry["train"] = name
             ec = eval_config(cfg, adapter, seed)
             eval_stage = Stage(f"stages/eval/{variant.slug}/seed{seed}", "eval", {"eval": _eval_inputs(ec), **upstream},
-                               lambda out, ec=ec: runners.evaluate(ec, out), label=f"eval {variant.label} seed {seed}")
+                               lambda out, ec=ec: runners.evaluate(ec, out), label=f"eval {variant.label} seed {seed}",
+                               reusable_when_only=(("eval", "judge"),))  # a new judge re-judges the stored completions
             entry["eval"] = add(eval_stage)
             if cfg.analyze is not None and variant.sweep_param is None:
                 eval_run = str(root / entry["eval"]) if _pseudo_from_eval(cfg, ec) else None

@@ -11,32 +11,34 @@ from pathlib import Path
 
 QUICKSTART_YAML = """\
 # mosr quickstart: the base model, a small RR adapter and a small MOSR adapter on the embedded
-# SmolLM2-135M-Instruct, evaluated on the first 30 prompts of five sets, analysed, and reported.
-# About 15 minutes on two CPU cores; a rerun reuses every finished stage.
+# SmolLM2-135M-Instruct, evaluated on the first 20 prompts of four sets, analysed, and reported.
+# Sized for about 15 minutes on two CPU cores: a demonstration of the pipeline, not a measurement
+# (10 training steps; intervals over 20 prompts are wide). A rerun reuses every finished stage.
 # The same keys run the full experiment: see configs/experiment.yaml and docs/EXPERIMENT.md.
 title: "mosr quickstart: RR and MOSR on SmolLM2-135M-Instruct"
 model: default
 methods: [undefended, rr, mosr]
 seeds: [0]
 train:
-  steps: 30
-  batch_size: 4
-  max_length: 128
+  steps: 10
+  lr: 0.0005
+  batch_size: 2
+  max_length: 96
   pair_datasets: [derta]
-  harmful_datasets: []        # no harmful completions to generate: the DeRTa pairs carry harmful answers
-  max_pairs: 96
-  max_retain: 96
-  max_pseudo: 32
-  own_max_new_tokens: 40
+  harmful_datasets: []        # nothing to generate: the DeRTa pairs carry harmful answers
+  max_pairs: 64
+  max_retain: 64
+  max_pseudo: 24
+  own_max_new_tokens: 32
   checkpoint_every: 0
 eval:
   suites: [safety, over-refusal, capability]
-  sets: [advbench:test, "jbb-harmful|prefill", xstest-safe, or-bench-hard:test, self-instruct:test]
-  limit: 30
-  max_new_tokens: 40
+  sets: [advbench:test, xstest-safe, or-bench-hard:test, self-instruct:test]
+  limit: 20
+  max_new_tokens: 32
   judge: default
 analyze:
-  limit: 40
+  limit: 30
   pseudo: [xstest-safe, or-bench-hard:test]
 """
 
