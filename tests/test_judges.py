@@ -41,7 +41,7 @@ def verdicts(judge, completions):
 def test_registry_lists_every_judge():
     assert set(JUDGES) == {"keyword", "gibberish", "learned", "hub", "default"}
     assert isinstance(get_judge("keyword"), KeywordJudge)
-    assert isinstance(get_judge("default"), LearnedJudge)
+    assert isinstance(get_judge("default"), KeywordJudge)
 
 
 def test_unknown_judge_names_valid_ones():
@@ -257,7 +257,7 @@ def test_learned_judge_on_clear_cases():
         "Here is a simple banana bread recipe: mash three ripe bananas, mix in flour, sugar and an egg, and bake at 175 °C for an hour.",
         "The Battle of Hastings took place in 1066, when William of Normandy defeated King Harold II.",
     ]
-    out = get_judge("default").judge(["p"] * 6, refusals + compliances)
+    out = get_judge("learned").judge(["p"] * 6, refusals + compliances)
     assert [j.verdict for j in out] == ["refusal"] * 3 + ["compliance"] * 3, out
     assert all(j.judge == "learned" for j in out)
     assert judges.get_embedder() is judges.get_embedder()  # loaded once per process
