@@ -268,7 +268,14 @@ class StageReport:
     name: str
     kind: str
     status: Literal["cached", "ran"]
-    seconds: float
+    seconds: float  # for a cached stage: how long it took when it ran
+
+
+def _recorded_seconds(folder: Path) -> float:
+    try:
+        return float(json.loads((folder / STAGE_FILE).read_text(encoding="utf-8")).get("seconds", 0.0))
+    except (OSError, ValueError, TypeError):
+        return 0.0
 
 
 def run_stages(stages: Sequence[Stage], root: Path) -> list[StageReport]:
@@ -281,7 +288,7 @@ def run_stages(stages: Sequence[Stage], root: Path) -> list[StageReport]:
             bar.set_description(f"stage {i}/{len(stages)} {stage.label or stage.name}")
             if stage_done(folder, stage.key):
                 log.info("stage %d/%d %s: cached", i, len(stages), stage.name)
-                reports.append(StageReport(stage.name, stage.kind, "cached", 0.0))
+                reports.append(StageReport(stage.name, stage.kind, "cached", _recorded_seconds(folder)))
                 bar.update(1)
                 continue
             log.info("stage %d/%d %s: running", i, len(stages), stage.name)

@@ -12,6 +12,7 @@ together, 95% Wilson interval); ``±`` is the standard deviation of the per-seed
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import statistics
 from collections.abc import Sequence
@@ -430,12 +431,13 @@ def _copy_analysis_figures(rows: Sequence[Row], folder: Path, limit_layers: bool
         if rec is None:
             continue
         src = Path(rec["analysis_dir"])
-        for name, what in (("curves-compare.png", "layer metrics"), ("pca.png", "PCA of the representations")):
+        for name, what in (("curves-compare.png", "layer metrics of the base model and after the defense"),
+                           ("pca.png", "PCA of the representations, top row base model, bottom row after the defense")):
             if (src / name).is_file():
                 dst = f"figures/{r.label.replace('/', '_')}-{name}"
                 (folder / dst).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src / name, folder / dst)
-                figs[f"repr:{r.name}: {what}, base (top) and after the defense"] = dst
+                figs[f"repr:{r.name}: {what}"] = dst
     return figs
 
 
@@ -471,7 +473,16 @@ def write_report(records: Sequence[dict[str, Any]], folder: str | Path, *, title
     }) + "\n")
     html = render_html(markdown, title=title, base_dir=folder)
     atomic_write_text(folder / "report.html", html)
+    for name in ("report.md", "report.html", "summary.json"):
+        _shareable(folder / name)
     return folder / "report.html"
+
+
+def _shareable(path: Path) -> None:
+    """Atomic writes create private files; a report is meant to be read by others (umask permitting)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def render_html(markdown: str, *, title: str, base_dir: Path) -> str:
