@@ -21,7 +21,7 @@ methods: [undefended, rr, mosr]
 seeds: [0]
 train:
   steps: 10
-  lr: 0.0005
+  lr: 0.001
   batch_size: 2
   max_length: 96
   pair_datasets: [derta]
