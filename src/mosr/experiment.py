@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -416,7 +417,19 @@ def _eval_inputs(ec: Any) -> dict[str, Any]:
     d = dataclasses.asdict(ec)
     d.pop("adapter")
     d.pop("seed")  # greedy decoding: the seed does not change completions
+    d["judge_resolved"] = _resolved_judge(ec.judge)  # an alias such as "default" may point to another judge later
     return d
+
+
+@functools.lru_cache(maxsize=None)
+def _resolved_judge(name: str) -> str:
+    """The judge an alias stands for (its ``name``), or the name itself when it cannot be built here."""
+    try:
+        from mosr.judges import get_judge
+
+        return str(getattr(get_judge(name), "name", name))
+    except (ImportError, MosrError):
+        return name  # validation reports the unknown judge
 
 
 def _analyze_inputs(ac: Any) -> dict[str, Any]:
@@ -473,7 +486,7 @@ def build_plan(cfg: ExperimentConfig, root: Path, runners: Runners | None = None
             ec = eval_config(cfg, adapter, seed)
             eval_stage = Stage(f"stages/eval/{variant.slug}/seed{seed}", "eval", {"eval": _eval_inputs(ec), **upstream},
                                lambda out, ec=ec: runners.evaluate(ec, out), label=f"eval {variant.label} seed {seed}",
-                               reusable_when_only=(("eval", "judge"),))  # a new judge re-judges the stored completions
+                               reusable_when_only=(("eval", "judge"), ("eval", "judge_resolved")))  # a new judge re-judges the stored completions
             entry["eval"] = add(eval_stage)
             if cfg.analyze is not None and variant.sweep_param is None:
                 eval_run = str(root / entry["eval"]) if _pseudo_from_eval(cfg, ec) else None
