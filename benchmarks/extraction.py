@@ -14,23 +14,15 @@ import argparse
 import os
 import time
 
+import sys
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import matmul_peak_gflops  # noqa: E402
 
 from mosr.data import load_dataset
 from mosr.models import find_layers, load_model
 from mosr.representations import extract
-
-
-def matmul_peak(size: int = 2048, repeats: int = 5) -> float:
-    """Best observed fp32 GFLOP/s of a square matmul."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * size**3 / best / 1e9
 
 
 def prompts(n: int) -> list[str]:
@@ -53,7 +45,7 @@ def main() -> None:
     n_layers = len(blocks)
     block_params = [sum(p.numel() for p in b.parameters()) for b in blocks]
     texts = prompts(args.n)
-    peak = matmul_peak()
+    peak = matmul_peak_gflops()
     print(f"model {loaded.spec}: {n_layers} layers, {sum(block_params) / 1e6:.1f} M block parameters; "
           f"torch threads {torch.get_num_threads()}; fp32 matmul peak {peak:.1f} GFLOP/s; n = {len(texts)} prompts")
     extract(loaded, texts[:4], batch_size=4)  # warm-up

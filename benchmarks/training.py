@@ -26,19 +26,14 @@ import datetime
 import platform
 import time
 
+import os
+import sys
+
 import torch
 from torch import nn
 
-
-def matmul_peak(n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import matmul_peak_gflops  # noqa: E402
 
 
 def block_linear_flops(model: nn.Module, r: int, lora_modules: set[str]) -> tuple[float, float, int]:
@@ -107,7 +102,7 @@ def main() -> None:
     mask = torch.ones_like(ids)
     tok_mask = torch.ones(args.rows, args.seq)
     keep = max(targets) + 1
-    peak = matmul_peak()
+    peak = matmul_peak_gflops()
 
     def hidden(variant: str) -> torch.Tensor:
         if variant == "naive":
@@ -136,7 +131,7 @@ def main() -> None:
         fl = step_flops(variant, n_layers=n_layers, keep=keep, first_lora=min(lora_layers), frozen=frozen, lora=lora_f, width=width,
                         seq=args.seq, tokens=tokens, vocab_head=vocab_head)
         rows.append((variant, dt, tokens / dt, fl / dt / 1e9))
-    peak_after = matmul_peak()
+    peak_after = matmul_peak_gflops()
     print(f"# training step benchmark, {datetime.date.today()}, {platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {args.threads} threads, model {args.model} ({n_layers} blocks, targets {targets}, "
           f"LoRA r={args.lora_r} on blocks {min(lora_layers)}..{max(lora_layers)}, {len(names)} linear modules)")

@@ -34,6 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from mosr.metrics import wilson
 from mosr.errors import ConfigError, DataError
 
 SCORES: tuple[str, ...] = ("centroid_ratio", "probe_p", "knn_share", "boundary_closeness")
@@ -41,15 +42,7 @@ BOUNDARY_SCORE = "centroid_ratio"
 
 
 # ------------------------------------------------------------------------------------- primitives
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion (NaNs when n = 0)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+wilson_interval = wilson  # one Wilson interval for the whole package (mosr.metrics)
 
 
 def mean_interval(values: np.ndarray, z: float = 1.96) -> tuple[float, float, float]:
