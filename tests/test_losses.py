@@ -70,3 +70,44 @@ def test_shifted_ce_equals_causal_lm_loss_on_labelled_tokens():
 def test_combine_weights_terms():
     total = losses.combine({"a": torch.tensor(2.0), "b": torch.tensor(3.0)}, {"a": 0.5, "b": 2.0})
     assert total.item() == pytest.approx(7.0)
+
+
+def test_rep_stats_are_masked_per_layer_mean_and_population_std():
+    # one layer, one row, 3 tokens; the third token is masked out
+    h = torch.tensor([[[[1.0, 10.0], [3.0, 30.0], [1000.0, -1000.0]]]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    mean, std = losses.rep_stats(h, mask)
+    assert mean[0].tolist() == pytest.approx([2.0, 20.0])
+    assert std[0].tolist() == pytest.approx([1.0, 10.0])  # population std of {1, 3} and {10, 30}
+
+
+def test_standardize_removes_an_outlier_dimension_from_cosine():
+    # dimension 0 is an outlier: the same large value on every token, as in the default model's residual stream
+    ref = torch.tensor([[[[100.0, 1.0, 0.0]]]])
+    pol = torch.tensor([[[[100.0, 0.0, 1.0]]]])  # the small dimensions are orthogonal to the reference
+    mask = torch.ones(1, 1)
+    raw = losses.erase_per_sample(pol, ref, mask).item()
+    # raw cosine = 10000 / (sqrt(10001) * sqrt(10001)) = 0.99990
+    assert raw == pytest.approx(10000 / 10001, rel=1e-6)
+    mean = torch.tensor([[100.0, 0.0, 0.0]])
+    std = torch.tensor([[10.0, 1.0, 1.0]])
+    zp, zr = losses.standardize(pol, mean, std), losses.standardize(ref, mean, std)
+    assert zr.flatten().tolist() == pytest.approx([0.0, 1.0, 0.0])
+    assert zp.flatten().tolist() == pytest.approx([0.0, 0.0, 1.0])
+    assert losses.erase_per_sample(zp, zr, mask).item() == pytest.approx(0.0, abs=1e-7)  # orthogonal once the offset is gone
+    # the L2 retain distance is measured in units of each dimension's std: (100 - 130)/10 = -3 on dim 0
+    far = torch.tensor([[[[130.0, 1.0, 0.0]]]])
+    assert losses.retain_loss(losses.standardize(far, mean, std), zr, mask).item() == pytest.approx(3.0)
+
+
+def test_standardize_per_layer_and_none_is_identity():
+    h = torch.tensor([[[[2.0]]], [[[2.0]]]])  # [L=2, B=1, S=1, D=1]
+    mean = torch.tensor([[1.0], [0.0]])
+    std = torch.tensor([[1.0], [4.0]])
+    assert losses.standardize(h, mean, std).flatten().tolist() == pytest.approx([1.0, 0.5])
+    # unit: also divided by sqrt(D) (here D = 1, so unchanged); D = 4 halves the values
+    h4, m4, s4 = torch.full((1, 1, 1, 4), 3.0), torch.ones(1, 4), torch.ones(1, 4)
+    assert losses.standardize(h4, m4, s4, unit=True).flatten().tolist() == pytest.approx([1.0] * 4)
+    assert losses.standardize(h, None, None) is h
+    # a zero std is clamped, not a division by zero
+    assert torch.isfinite(losses.standardize(h, mean, torch.zeros(2, 1))).all()

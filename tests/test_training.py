@@ -291,3 +291,46 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert main(["train", "--out", str(tmp_path / "x"), "--set", "nope=1"]) == 2
     assert "unknown config key 'nope'" in capsys.readouterr().err
     assert main(["train", "--list-keys"]) == 0
+
+
+# ------------------------------------------------------------------------------------------ rep_norm
+def test_rep_norm_statistics_masks_and_loss_use_the_standardised_states(tmp_path):
+    from safetensors.torch import load_file
+
+    from mosr.training.trainer import Trainer
+
+    loaded = tiny_model(num_layers=N_LAYERS)
+    trainer = Trainer(loaded, cfg(rep_norm="standardize"), toy_data(), tmp_path / "t")
+    trainer.setup_rep_norm()
+    saved = load_file(str(tmp_path / "t" / "rep_norm.safetensors"))
+    assert saved["layers"].tolist() == trainer.norm_layers  # target layers (+ the OALW layer for mosr)
+    assert trainer.rep_mean.shape == trainer.rep_std.shape == (len(trainer.norm_layers), saved["mean"].shape[1])
+    assert (trainer.rep_std > 0).all()
+    inp = trainer.make_inputs(0)
+    assert (inp.erase_mask[:, 0] == 0).all() and (inp.retain_mask[:, 0] == 0).all()  # first token left out
+    assert inp.erase_mask[:, 1].eq(1).all()
+    # the step's loss terms equal the pure functions applied to the standardised states
+    out = trainer.step_module(inp)
+    _, parts = trainer.compute_loss(out, inp, 0)
+    idx = [trainer.norm_layers.index(layer) for layer in trainer.target_layers]
+    mean, std = trainer.rep_mean[idx], trainer.rep_std[idx]
+    b_e = inp.erase_mask.shape[0]
+    zp, zr = losses.standardize(out["h_policy"], mean, std), losses.standardize(out["h_ref"], mean, std)
+    expect = losses.weighted_erase(losses.erase_per_sample(zp[:, :b_e], zr[:, :b_e], inp.erase_mask), inp.erase_weights)
+    assert parts["erase"] == pytest.approx(float(expect.detach()), rel=1e-5)
+    # a second trainer in the same folder reads the statistics back (resume) instead of recomputing them
+    again = Trainer(tiny_model(num_layers=N_LAYERS), cfg(rep_norm="standardize"), toy_data(), tmp_path / "t")
+    again.setup_rep_norm()
+    torch.testing.assert_close(again.rep_mean, trainer.rep_mean)
+
+
+def test_rep_norm_none_keeps_raw_states_and_skip_first_token_can_be_turned_off(tmp_path):
+    from mosr.training.trainer import Trainer
+
+    trainer = Trainer(tiny_model(num_layers=N_LAYERS), cfg(rep_norm="none", skip_first_token=False), toy_data(), tmp_path / "t")
+    trainer.setup_rep_norm()
+    assert trainer.rep_mean is None and not (tmp_path / "t" / "rep_norm.safetensors").exists()
+    inp = trainer.make_inputs(0)
+    assert inp.erase_mask[:, 0].eq(1).all()
+    h = torch.randn(2, 1, 3, 4)
+    assert trainer.normalize(h, trainer.target_layers) is h

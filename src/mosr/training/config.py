@@ -23,6 +23,7 @@ SimilarityKind = Literal["knn", "centroid", "max"]
 Sign = Literal["less", "more"]
 Normalize = Literal["global", "batch"]
 TokenScope = Literal["all", "response"]
+RepNorm = Literal["none", "standardize", "unit"]
 AnswerSource = Literal["reference", "own"]
 PrefixUnit = Literal["tokens", "sentences"]
 
@@ -88,6 +89,10 @@ class TrainConfig:
     alpha: float = _f(10.0, "schedule scale: c_ret = a*t/(2T), c_erase = a*(1 - t/(2T))")
     erase_tokens: TokenScope = _f("all", "tokens of a malicious sample that enter the erase loss")
     retain_tokens: TokenScope = _f("all", "tokens of a retain sample that enter the retain loss")
+    rep_norm: RepNorm = _f("unit", "representation normalisation of the erase/retain/OALW terms: standardize = (h - mean)/std "
+                           "per layer and dimension (reference model, before training); unit = the same divided by sqrt(D); none = raw h")
+    rep_norm_rows: int = _f(16, "rows (half erase, half retain) used to estimate the rep_norm statistics")
+    skip_first_token: bool = _f(True, "leave the first token (attention sink) out of the erase/retain tokens and the statistics")
     truncate: bool = _f(True, "drop decoder blocks after max(target_layers) while computing the representation losses")
 
     # LoRA
@@ -139,7 +144,7 @@ class TrainConfig:
                     "lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "max_length": self.max_length,
                     "own_max_new_tokens": self.own_max_new_tokens, "gen_batch_size": self.gen_batch_size,
                     "oalw_tau": self.oalw_tau, "oalw_k": self.oalw_k, "caa_max_prefix": self.caa_max_prefix,
-                    "keep_checkpoints": self.keep_checkpoints}
+                    "keep_checkpoints": self.keep_checkpoints, "rep_norm_rows": self.rep_norm_rows}
         for key, value in positive.items():
             if value <= 0:
                 raise ConfigError(f"{key} must be > 0, got {value}")

@@ -21,6 +21,38 @@ def schedule(step: int, total_steps: int, alpha: float) -> tuple[float, float]:
     return alpha * frac, alpha * (1.0 - frac)
 
 
+def rep_stats(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-layer, per-dimension mean and std of ``[L, B, S, D]`` hidden states over the masked tokens.
+
+    Returns ``(mean, std)``, each ``[L, D]`` (float64 accumulation, population std). Used once, before
+    training, on the reference model's states, so that :func:`standardize` can remove the
+    representation's shared offset and its per-dimension scale (outlier dimensions).
+    """
+    m = mask.to(torch.float64).unsqueeze(0).unsqueeze(-1)  # [1, B, S, 1]
+    x = h.to(torch.float64)
+    n = m.sum().clamp(min=1)
+    mean = (x * m).sum(dim=(1, 2)) / n  # [L, D]
+    var = (((x - mean[:, None, None, :]) ** 2) * m).sum(dim=(1, 2)) / n
+    return mean.to(h.dtype), var.sqrt().to(h.dtype)
+
+
+def standardize(h: torch.Tensor, mean: torch.Tensor | None, std: torch.Tensor | None, *, unit: bool = False, eps: float = 1e-6) -> torch.Tensor:
+    """``(h − μ)/σ`` per layer and dimension; ``h`` is ``[L, ..., D]``, ``mean``/``std`` are ``[L, D]``.
+
+    ``unit=True`` also divides by ``√D``, so that a typical token has norm about 1: the retain L2
+    distance is then on the same scale as the erase cosine. ``None`` statistics return ``h``
+    unchanged (``rep_norm: none``).
+    """
+    if mean is None or std is None:
+        return h
+    shape = (mean.shape[0],) + (1,) * (h.dim() - 2) + (mean.shape[1],)
+    mu = mean.to(h.dtype).reshape(shape)
+    sd = std.to(h.dtype).clamp(min=eps).reshape(shape)
+    if unit:
+        sd = sd * mean.shape[1] ** 0.5
+    return (h - mu) / sd
+
+
 def retain_loss(h_policy: torch.Tensor, h_ref: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over masked tokens and layers of ``||h_θ − h_ref||_2``."""
     dist = torch.linalg.vector_norm(h_policy - h_ref, dim=-1)  # [L, B, S]

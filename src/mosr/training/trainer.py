@@ -85,11 +85,12 @@ def _pad(rows: list[list[int]], pad_id: int, fill: int | None = None) -> torch.T
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def _scope_mask(rows: list[Encoded], width: int, scope: str) -> torch.Tensor:
+def _scope_mask(rows: list[Encoded], width: int, scope: str, skip_first: bool = False) -> torch.Tensor:
+    """``[B, width]`` tokens that enter a representation loss; ``skip_first`` drops position 0 (attention sink)."""
     m = torch.zeros(len(rows), width)
     for i, r in enumerate(rows):
         start = r.n_prompt if scope == "response" and r.n_prompt < len(r.ids) else 0
-        m[i, start : len(r.ids)] = 1
+        m[i, max(start, int(skip_first)) : len(r.ids)] = 1
     return m
 
 
@@ -154,6 +155,9 @@ class Trainer:
         self._encode_all()
         self.retain_pool = self.benign + (self.pseudo if self.spec.pseudo_retain else [])
         self.erase_weights = torch.ones(len(self.malicious))
+        self.rep_mean: torch.Tensor | None = None  # [len(norm_layers), D] reference statistics (rep_norm)
+        self.rep_std: torch.Tensor | None = None
+        self.norm_layers = sorted(set(self.target_layers) | ({cfg.resolved_oalw_layer(n)} if self.spec.oalw else set()))
         self.optimizer = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.step_module = StepModule(self.peft_model, self.target_layers, cfg.truncate and self.spec.rep_loss)
         self.step_module, self.optimizer = self.accelerator.prepare(self.step_module, self.optimizer)
@@ -188,6 +192,56 @@ class Trainer:
             if too_long:
                 log.warning("%d of %d malicious prompts may not fit with the longest refusal in max_length=%d; such refusal rows are skipped",
                             too_long, len(self.prompt_ids), self.cfg.max_length)
+
+    # --------------------------------------------------------------------------- rep_norm
+    def _norm_rows(self, layers: list[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.rep_mean is None or self.rep_std is None:
+            return None
+        idx = [self.norm_layers.index(layer) for layer in layers]
+        return self.rep_mean[idx], self.rep_std[idx]
+
+    def normalize(self, h: torch.Tensor, layers: list[int]) -> torch.Tensor:
+        """``h`` ``[L, ..., D]`` at ``layers``, standardised with the reference statistics (unchanged for ``rep_norm: none``)."""
+        stats = self._norm_rows(layers)
+        if stats is None:
+            return h
+        return losses.standardize(h, stats[0].to(h.device), stats[1].to(h.device), unit=self.cfg.rep_norm == "unit")
+
+    def setup_rep_norm(self) -> None:
+        """Estimate (or, on resume, read back) the per-layer, per-dimension mean and std of the reference states.
+
+        Rows: ``rep_norm_rows`` drawn with a seed that does not depend on the process, half malicious
+        and half retain, all tokens except the first (with ``skip_first_token``). Adapter disabled, no grad.
+        """
+        if self.cfg.rep_norm == "none" or not (self.spec.rep_loss or self.spec.oalw):
+            return
+        from safetensors.torch import load_file, save_file
+
+        path = self.run / "rep_norm.safetensors"
+        with self.accelerator.main_process_first():
+            if path.is_file():
+                t = load_file(str(path))
+                if t["layers"].tolist() == self.norm_layers:
+                    self.rep_mean, self.rep_std = t["mean"], t["std"]
+                    return
+            rng = random.Random(self.cfg.seed * 7919 + 17)
+            half = max(1, self.cfg.rep_norm_rows // 2)
+            rows = [self.malicious[i][1] for i in rng.sample(range(len(self.malicious)), min(half, len(self.malicious)))]
+            rows += [self.retain_pool[i][1] for i in rng.sample(range(len(self.retain_pool)), min(half, len(self.retain_pool)))]
+            width = max(len(r.ids) for r in rows)
+            device = self.accelerator.device
+            hs, ms = [], []
+            with torch.no_grad(), self.peft_model.disable_adapter():
+                for start in progress(range(0, len(rows), 8), desc="rep_norm statistics", unit="batch"):
+                    chunk = rows[start : start + 8]
+                    ids = _pad([r.ids for r in chunk], self.pad_id).to(device)
+                    mask = _pad([[1] * len(r.ids) for r in chunk], 0).to(device)
+                    h = hidden_at(self.peft_model, ids, mask, self.norm_layers, truncate=True).float().cpu()
+                    hs.append(torch.nn.functional.pad(h, (0, 0, 0, width - h.shape[2])))
+                    ms.append(_scope_mask(chunk, width, "all", self.cfg.skip_first_token))
+            self.rep_mean, self.rep_std = losses.rep_stats(torch.cat(hs, dim=1), torch.cat(ms, dim=0))
+            if self.accelerator.is_main_process:
+                save_file({"layers": torch.tensor(self.norm_layers), "mean": self.rep_mean.contiguous(), "std": self.rep_std.contiguous()}, str(path))
 
     # ------------------------------------------------------------------------------- OALW
     def setup_oalw(self) -> None:
@@ -231,6 +285,10 @@ class Trainer:
             n_prompt = torch.tensor([rows[i].n_prompt for i in idx], device=device)
             with self.peft_model.disable_adapter():
                 h = hidden_at(self.peft_model, ids, mask, [layer], truncate=True)[0]
+            h = self.normalize(h.unsqueeze(0), [layer])[0]
+            if self.cfg.skip_first_token and self.cfg.oalw_pooling != "last_prompt":
+                mask = mask.clone()
+                mask[:, 0] = 0
             pooled = oalw.pool(h, mask, n_prompt, self.cfg.oalw_pooling)
             for j, i in enumerate(idx):
                 out[i] = pooled[j].float().cpu()
@@ -285,8 +343,8 @@ class Trainer:
             inp.rep_ids = _pad([r.ids for r in rows], self.pad_id)
             inp.rep_mask = _pad([[1] * len(r.ids) for r in rows], 0)
             width = inp.rep_ids.shape[1]
-            inp.erase_mask = _scope_mask(erase, width, cfg.erase_tokens)
-            inp.retain_mask = _scope_mask(retain, width, cfg.retain_tokens)
+            inp.erase_mask = _scope_mask(erase, width, cfg.erase_tokens, cfg.skip_first_token)
+            inp.retain_mask = _scope_mask(retain, width, cfg.retain_tokens, cfg.skip_first_token)
             inp.erase_weights = self.erase_weights[erase_idx]
             inp.n_tokens += int(inp.rep_mask.sum())
             inp.info["erase_ids"] = [self.malicious[i][0].id for i in erase_idx]
@@ -310,7 +368,8 @@ class Trainer:
         if "h_policy" in outputs:
             assert inp.erase_mask is not None and inp.retain_mask is not None and inp.erase_weights is not None
             b_e = inp.erase_mask.shape[0]
-            hp, hr = outputs["h_policy"], outputs["h_ref"]
+            hp = self.normalize(outputs["h_policy"], self.target_layers)
+            hr = self.normalize(outputs["h_ref"], self.target_layers)
             per = losses.erase_per_sample(hp[:, :b_e], hr[:, :b_e], inp.erase_mask)
             terms["erase"] = losses.weighted_erase(per, inp.erase_weights, cfg.oalw_normalize)
             terms["retain"] = losses.retain_loss(hp[:, b_e:], hr[:, b_e:], inp.retain_mask)
@@ -395,6 +454,7 @@ class Trainer:
                 log.info("resumed from %s (step %d)", ckpt, start)
         elif self.latest_checkpoint() is not None:
             raise RunError(f"{self.run.path} already has checkpoints; pass --resume to continue or choose a new --out")
+        self.setup_rep_norm()
         self.setup_oalw()
         last_good = self.latest_checkpoint()
         t0 = time.perf_counter()
