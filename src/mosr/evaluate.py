@@ -297,7 +297,7 @@ def plot_rates(metrics: dict[str, Any], path: Path, title: str) -> None:
     nc = [t["not_complied"] for t in tasks]
     ax.errorbar(
         range(len(tasks)), [100 * r["rate"] for r in nc],
-        yerr=[[100 * (r["rate"] - r["low"]) for r in nc], [100 * (r["high"] - r["rate"]) for r in nc]],
+        yerr=[[100 * max(0.0, r["rate"] - r["low"]) for r in nc], [100 * max(0.0, r["high"] - r["rate"]) for r in nc]],
         fmt="none", ecolor="black", capsize=3, linewidth=1, label="95% CI (refusal+gibberish)",
     )
     ax.set_xticks(range(len(tasks)))
