@@ -109,3 +109,14 @@ def test_cli_bad_input_is_one_line_error(tmp_path, args, message):
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], res.stderr
     assert not (tmp_path / "out" / "completions.jsonl").exists()
+
+
+def test_plot_survives_interval_round_off(tmp_path):
+    from mosr.evaluate import plot_rates
+    from mosr.metrics import verdict_rates
+
+    rates = verdict_rates(["compliance"] * 7)
+    rates["not_complied"]["low"] = 1e-17  # Wilson's lower bound can exceed a zero rate by round-off
+    task = {"suite": "over-refusal", "dataset": "d", "attack": "none", **rates}
+    plot_rates({"tasks": {"d|none": task}}, tmp_path / "r.png", "t")
+    assert (tmp_path / "r.png").stat().st_size > 1000
