@@ -138,17 +138,9 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-        import yaml
+        from mosr.training.config import read_yaml
 
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"experiment config not found: {p}")
-        try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping of experiment keys, got {type(data).__name__}")
+        data = read_yaml(path)
         data.update(overrides or {})
         return cls.from_dict(data)
 
