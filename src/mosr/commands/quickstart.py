@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="train small RR and MOSR adapters on the default model, evaluate them and write a report",
                        description="Train a small RR and a small MOSR adapter on the embedded default model, evaluate the base "
                                    "model and both adapters on subsets of the suites, analyse their representations, and write "
-                                   "an HTML report. About 15 minutes on two CPU cores; a rerun reuses the cache.")
+                                   "an HTML report. Sized for about 15 minutes on two idle CPU cores (26 min measured on a busy machine); a rerun reuses the cache.")
     p.add_argument("--out", default="runs/quickstart", help="experiment folder (default: runs/quickstart)")
     p.add_argument("--config", default=None, help="use this experiment config instead of the built-in quickstart one")
     p.set_defaults(func=run)
