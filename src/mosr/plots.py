@@ -154,14 +154,20 @@ class CurvePanel:
     hlines: Mapping[str, float] = field(default_factory=dict)  # label -> y of a dotted reference line
 
 
+def _panel_grid(n: int, ncols: int, panel_size: tuple[float, float], extra_height: float) -> tuple[Figure, np.ndarray, int]:
+    """A figure with ``n`` panels laid out ``ncols`` wide (fewer when there are fewer panels)."""
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows + extra_height), squeeze=False)
+    return fig, axes, ncols
+
+
 def layer_curves(x: Sequence[float], panels: Sequence[CurvePanel], *, xlabel: str = "layer", title: str = "", ncols: int = 2) -> Figure:
     """Panels of curves over a shared x (usually the layer index), with optional 95% bands."""
     _style()
     if not panels:
         raise ConfigError("layer_curves needs at least one panel")
-    ncols = min(ncols, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 3.6 * nrows + 0.4), squeeze=False)
+    fig, axes, ncols = _panel_grid(len(panels), ncols, (5.6, 3.6), 0.4)
     xs = np.asarray(x, np.float64)
     for i, panel in enumerate(panels):
         ax = axes[i // ncols][i % ncols]
@@ -180,7 +186,7 @@ def layer_curves(x: Sequence[float], panels: Sequence[CurvePanel], *, xlabel: st
         if np.all(np.mod(xs, 1) == 0):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(loc="best", frameon=True, framealpha=0.8, fontsize=8)
-    for k in range(len(panels), nrows * ncols):
+    for k in range(len(panels), axes.size):
         axes[k // ncols][k % ncols].axis("off")
     if title:
         fig.suptitle(title, fontsize=12)
@@ -232,9 +238,7 @@ def histograms(
     _style()
     if not panels:
         raise ConfigError("histograms needs at least one panel")
-    ncols = min(ncols, len(panels))
-    nrows = math.ceil(len(panels) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows + 0.6), squeeze=False)
+    fig, axes, ncols = _panel_grid(len(panels), ncols, (3.8, 3.0), 0.6)
     edges = np.linspace(range_[0], range_[1], bins + 1)
     handles: dict[str, object] = {}
     for i, (title, groups) in enumerate(panels):
@@ -251,7 +255,7 @@ def histograms(
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("share of prompts")
-    for k in range(len(panels), nrows * ncols):
+    for k in range(len(panels), axes.size):
         axes[k // ncols][k % ncols].axis("off")
     if handles:
         fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=min(5, len(handles)), frameon=False)
