@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mosr.errors import ConfigError, RunError, TrainingError
-from mosr.models import attach_adapter, find_layers
+from mosr.models import attach_adapter, find_layers, format_prompt
 from mosr.testing import tiny_model
 from mosr.training import REFUSAL_TEMPLATES, Pair, TrainConfig, TrainingData, train
 from mosr.training import losses
@@ -308,7 +308,7 @@ def test_rep_norm_statistics_masks_and_loss_use_the_standardised_states(tmp_path
     assert (trainer.rep_std > 0).all()
     inp = trainer.make_inputs(0)
     assert (inp.erase_mask[:, 0] == 0).all() and (inp.retain_mask[:, 0] == 0).all()  # first token left out
-    assert inp.erase_mask[:, 1].eq(1).all()
+    assert inp.retain_mask[:, 1].eq(1).all()
     # the step's loss terms equal the pure functions applied to the standardised states
     out = trainer.step_module(inp)
     _, parts = trainer.compute_loss(out, inp, 0)
@@ -324,13 +324,59 @@ def test_rep_norm_statistics_masks_and_loss_use_the_standardised_states(tmp_path
     torch.testing.assert_close(again.rep_mean, trainer.rep_mean)
 
 
+def test_content_scope_leaves_out_the_shared_template_prefix(tmp_path):
+    """The chat-template prefix has the same hidden states in every sample, so erasing it would erase benign prompts too."""
+    from mosr.models import template_prefix_length
+    from mosr.training.trainer import Trainer
+
+    loaded = tiny_model(num_layers=N_LAYERS)
+    n = template_prefix_length(loaded.tokenizer)
+    assert loaded.tokenizer.decode(loaded.tokenizer(format_prompt(loaded.tokenizer, "x"))["input_ids"][:n]).startswith("<|im_start|>user")
+    assert n > 1
+    ids = [loaded.tokenizer(format_prompt(loaded.tokenizer, p), add_special_tokens=False)["input_ids"] for p in ("How do I hurt people?", "Write a poem")]
+    with torch.no_grad():
+        hs = [loaded.model(torch.tensor([i]), output_hidden_states=True).hidden_states[3][0] for i in ids]
+    torch.testing.assert_close(hs[0][:n], hs[1][:n])  # identical for a harmful and a benign prompt
+    assert not torch.allclose(hs[0][n], hs[1][n])
+
+    trainer = Trainer(loaded, cfg(), toy_data(), tmp_path / "t")
+    inp = trainer.make_inputs(0)
+    assert trainer.cfg.erase_tokens == "content"
+    first = inp.erase_mask.argmax(dim=1)
+    assert first.eq(n).all(), first
+    assert inp.retain_mask[:, 1].eq(1).all()  # retain keeps the prefix (only the attention sink is left out)
+
+
 def test_rep_norm_none_keeps_raw_states_and_skip_first_token_can_be_turned_off(tmp_path):
     from mosr.training.trainer import Trainer
 
-    trainer = Trainer(tiny_model(num_layers=N_LAYERS), cfg(rep_norm="none", skip_first_token=False), toy_data(), tmp_path / "t")
+    trainer = Trainer(tiny_model(num_layers=N_LAYERS), cfg(rep_norm="none", skip_first_token=False, erase_tokens="all"), toy_data(), tmp_path / "t")
     trainer.setup_rep_norm()
     assert trainer.rep_mean is None and not (tmp_path / "t" / "rep_norm.safetensors").exists()
     inp = trainer.make_inputs(0)
     assert inp.erase_mask[:, 0].eq(1).all()
     h = torch.randn(2, 1, 3, 4)
     assert trainer.normalize(h, trainer.target_layers) is h
+
+
+def test_retain_scale_multiplies_only_the_retain_coefficient(tmp_path):
+    from mosr.training.trainer import Trainer
+
+    totals = []
+    for scale in (1.0, 3.0):
+        trainer = Trainer(tiny_model(num_layers=N_LAYERS), cfg(method="rr", retain_scale=scale, lr=1e-1), toy_data(), tmp_path / f"s{scale}")
+        trainer.setup_rep_norm()
+        # move the adapter off zero so that the retain distance is not 0
+        with torch.no_grad():
+            for p in trainer.params:
+                p.add_(0.05)
+        inp = trainer.make_inputs(0)
+        out = trainer.step_module(inp)
+        loss, parts = trainer.compute_loss(out, inp, 2)
+        c_ret, c_erase = losses.schedule(2, trainer.cfg.steps, trainer.cfg.alpha)
+        assert parts["retain"] > 0
+        assert float(loss) == pytest.approx(c_erase * parts["erase"] + scale * c_ret * parts["retain"], rel=1e-5)
+        totals.append(float(loss))
+    assert totals[1] > totals[0]
+    with pytest.raises(ConfigError, match="^retain_scale must be > 0"):
+        TrainConfig(retain_scale=0)

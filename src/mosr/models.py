@@ -250,6 +250,23 @@ def format_prompt(tokenizer: Any, prompt: str, *, system: str | None = None, res
     return text + response_prefix
 
 
+def template_prefix_length(tokenizer: Any, *, system: str | None = None) -> int:
+    """Number of leading prompt tokens that every rendered prompt shares (system prompt, role header).
+
+    Found as the common token prefix of two prompts with different user text. Their hidden states are
+    the same for every sample (causal attention), so a loss that pushes them apart for harmful
+    samples and together for benign ones fights itself.
+    """
+    a = tokenizer(format_prompt(tokenizer, "a", system=system), add_special_tokens=False)["input_ids"]
+    b = tokenizer(format_prompt(tokenizer, "Zq 7", system=system), add_special_tokens=False)["input_ids"]
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def encode_chat_pair(
     tokenizer: Any, prompt: str, response: str, *, system: str | None = None, max_length: int | None = None
 ) -> tuple[list[int], int]:

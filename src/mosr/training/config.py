@@ -22,7 +22,7 @@ Pooling = Literal["last_prompt", "mean_prompt", "mean_all"]
 SimilarityKind = Literal["knn", "centroid", "max"]
 Sign = Literal["less", "more"]
 Normalize = Literal["global", "batch"]
-TokenScope = Literal["all", "response"]
+TokenScope = Literal["all", "content", "response"]
 RepNorm = Literal["none", "standardize", "unit"]
 AnswerSource = Literal["reference", "own"]
 PrefixUnit = Literal["tokens", "sentences"]
@@ -87,7 +87,9 @@ class TrainConfig:
     # representation rerouting (METHOD §4)
     target_layers: list[int] | None = _f(None, "layers L_t of the erase/retain losses (None = 1/3 and 2/3 of depth)")
     alpha: float = _f(10.0, "schedule scale: c_ret = a*t/(2T), c_erase = a*(1 - t/(2T))")
-    erase_tokens: TokenScope = _f("all", "tokens of a malicious sample that enter the erase loss")
+    retain_scale: float = _f(1.0, "multiplier on c_ret: balances the retain distance against the erase cosine (see docs/TRAINING.md)")
+    erase_tokens: TokenScope = _f("content", "tokens of a malicious sample that enter the erase loss: all; content = all but the "
+                                   "chat-template prefix every prompt shares (system prompt, role header); response")
     retain_tokens: TokenScope = _f("all", "tokens of a retain sample that enter the retain loss")
     rep_norm: RepNorm = _f("unit", "representation normalisation of the erase/retain/OALW terms: standardize = (h - mean)/std "
                            "per layer and dimension (reference model, before training); unit = the same divided by sqrt(D); none = raw h")
@@ -140,7 +142,7 @@ class TrainConfig:
         if self.method not in METHODS:
             raise ConfigError(f"method: unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         _check_types(self)
-        positive = {"alpha": self.alpha, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
+        positive = {"alpha": self.alpha, "retain_scale": self.retain_scale, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                     "lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "max_length": self.max_length,
                     "own_max_new_tokens": self.own_max_new_tokens, "gen_batch_size": self.gen_batch_size,
                     "oalw_tau": self.oalw_tau, "oalw_k": self.oalw_k, "caa_max_prefix": self.caa_max_prefix,

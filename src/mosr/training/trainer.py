@@ -33,7 +33,7 @@ from torch import nn
 
 from mosr import __version__
 from mosr.errors import ConfigError, RunError, TrainingError
-from mosr.models import ADAPTER_META, LoadedModel, encode_chat_pair, format_prompt, num_layers
+from mosr.models import ADAPTER_META, LoadedModel, encode_chat_pair, format_prompt, num_layers, template_prefix_length
 from mosr.progress import progress
 from mosr.runs import RunDir, atomic_write_text
 from mosr.training import losses, oalw
@@ -85,11 +85,20 @@ def _pad(rows: list[list[int]], pad_id: int, fill: int | None = None) -> torch.T
     return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
-def _scope_mask(rows: list[Encoded], width: int, scope: str, skip_first: bool = False) -> torch.Tensor:
-    """``[B, width]`` tokens that enter a representation loss; ``skip_first`` drops position 0 (attention sink)."""
+def _scope_mask(rows: list[Encoded], width: int, scope: str, skip_first: bool = False, shared_prefix: int = 0) -> torch.Tensor:
+    """``[B, width]`` tokens that enter a representation loss.
+
+    ``all``: every token; ``content``: all but the first ``shared_prefix`` tokens (the chat-template
+    prefix that every prompt shares); ``response``: the response only. ``skip_first`` also drops
+    position 0 (attention sink).
+    """
     m = torch.zeros(len(rows), width)
     for i, r in enumerate(rows):
-        start = r.n_prompt if scope == "response" and r.n_prompt < len(r.ids) else 0
+        start = 0
+        if scope == "response" and r.n_prompt < len(r.ids):
+            start = r.n_prompt
+        elif scope == "content":
+            start = min(shared_prefix, max(r.n_prompt - 1, 0))
         m[i, max(start, int(skip_first)) : len(r.ids)] = 1
     return m
 
@@ -141,6 +150,7 @@ class Trainer:
         self.run = RunDir(out)
         self.tok = loaded.tokenizer
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        self.shared_prefix = template_prefix_length(self.tok)
         n = num_layers(loaded.model)
         cfg.check_model(n)
         self.n_layers = n
@@ -286,9 +296,9 @@ class Trainer:
             with self.peft_model.disable_adapter():
                 h = hidden_at(self.peft_model, ids, mask, [layer], truncate=True)[0]
             h = self.normalize(h.unsqueeze(0), [layer])[0]
-            if self.cfg.skip_first_token and self.cfg.oalw_pooling != "last_prompt":
-                mask = mask.clone()
-                mask[:, 0] = 0
+            if self.cfg.oalw_pooling != "last_prompt":
+                mask = mask.clone()  # pool over what differs between samples, not the shared template prefix
+                mask[:, : max(int(self.cfg.skip_first_token), min(self.shared_prefix, int(n_prompt.min()) - 1))] = 0
             pooled = oalw.pool(h, mask, n_prompt, self.cfg.oalw_pooling)
             for j, i in enumerate(idx):
                 out[i] = pooled[j].float().cpu()
@@ -343,8 +353,8 @@ class Trainer:
             inp.rep_ids = _pad([r.ids for r in rows], self.pad_id)
             inp.rep_mask = _pad([[1] * len(r.ids) for r in rows], 0)
             width = inp.rep_ids.shape[1]
-            inp.erase_mask = _scope_mask(erase, width, cfg.erase_tokens, cfg.skip_first_token)
-            inp.retain_mask = _scope_mask(retain, width, cfg.retain_tokens, cfg.skip_first_token)
+            inp.erase_mask = _scope_mask(erase, width, cfg.erase_tokens, cfg.skip_first_token, self.shared_prefix)
+            inp.retain_mask = _scope_mask(retain, width, cfg.retain_tokens, cfg.skip_first_token, self.shared_prefix)
             inp.erase_weights = self.erase_weights[erase_idx]
             inp.n_tokens += int(inp.rep_mask.sum())
             inp.info["erase_ids"] = [self.malicious[i][0].id for i in erase_idx]
@@ -373,7 +383,7 @@ class Trainer:
             per = losses.erase_per_sample(hp[:, :b_e], hr[:, :b_e], inp.erase_mask)
             terms["erase"] = losses.weighted_erase(per, inp.erase_weights, cfg.oalw_normalize)
             terms["retain"] = losses.retain_loss(hp[:, b_e:], hr[:, b_e:], inp.retain_mask)
-            weights["erase"], weights["retain"] = c_erase, c_ret
+            weights["erase"], weights["retain"] = c_erase, c_ret * cfg.retain_scale
         if "logits" in outputs:
             assert inp.ce_groups is not None and inp.ce_targets is not None
             for group, name, weight in ((0, "refusal_ce", cfg.refusal_beta), (1, "ce_retain", cfg.sft_retain_weight)):
