@@ -380,3 +380,16 @@ def test_retain_scale_multiplies_only_the_retain_coefficient(tmp_path):
     assert totals[1] > totals[0]
     with pytest.raises(ConfigError, match="^retain_scale must be > 0"):
         TrainConfig(retain_scale=0)
+
+
+def test_mean_pooled_oalw_features_leave_out_the_shared_template_prefix(tmp_path):
+    from mosr.training.trainer import Trainer
+
+    trainer = Trainer(tiny_model(num_layers=N_LAYERS), cfg(rep_norm="none", oalw_pooling="mean_prompt"), toy_data(), tmp_path / "t")
+    rows = [e for _, e in trainer.malicious[:2]]
+    feats = trainer._features(rows, 2)
+    n = trainer.shared_prefix
+    with torch.no_grad(), trainer.peft_model.disable_adapter():
+        for row, feat in zip(rows, feats):
+            h = hidden_at(trainer.peft_model, torch.tensor([row.ids[: row.n_prompt]]), torch.ones(1, row.n_prompt, dtype=torch.long), [2], truncate=True)[0, 0]
+            torch.testing.assert_close(feat, h[n : row.n_prompt].mean(0), rtol=1e-4, atol=1e-5)

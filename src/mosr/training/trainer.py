@@ -284,7 +284,6 @@ class Trainer:
         """Reference-model features at ``layer`` (adapter disabled), pooled as configured."""
         use_prompt_only = self.cfg.oalw_pooling != "mean_all"
         device = self.accelerator.device
-        feats = []
         order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
         out: list[torch.Tensor | None] = [None] * len(rows)
         for start in progress(range(0, len(order), batch), desc="OALW features", unit="batch"):
@@ -296,9 +295,9 @@ class Trainer:
             with self.peft_model.disable_adapter():
                 h = hidden_at(self.peft_model, ids, mask, [layer], truncate=True)[0]
             h = self.normalize(h.unsqueeze(0), [layer])[0]
-            if self.cfg.oalw_pooling != "last_prompt":
-                mask = mask.clone()  # pool over what differs between samples, not the shared template prefix
-                mask[:, : max(int(self.cfg.skip_first_token), min(self.shared_prefix, int(n_prompt.min()) - 1))] = 0
+            if self.cfg.oalw_pooling != "last_prompt":  # pool over what differs between samples, not the shared template prefix
+                pooled_rows = [Encoded(seq, rows[i].n_prompt) for seq, i in zip(seqs, idx)]
+                mask = _scope_mask(pooled_rows, ids.shape[1], "content", self.cfg.skip_first_token, self.shared_prefix).to(device)
             pooled = oalw.pool(h, mask, n_prompt, self.cfg.oalw_pooling)
             for j, i in enumerate(idx):
                 out[i] = pooled[j].float().cpu()
@@ -373,6 +372,7 @@ class Trainer:
         """The step's loss from the forward outputs; all maths lives in :mod:`mosr.training.losses`."""
         cfg = self.cfg
         c_ret, c_erase = losses.schedule(step, cfg.steps, cfg.alpha)
+        c_ret *= cfg.retain_scale  # logged as used
         terms: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
         if "h_policy" in outputs:
@@ -383,7 +383,7 @@ class Trainer:
             per = losses.erase_per_sample(hp[:, :b_e], hr[:, :b_e], inp.erase_mask)
             terms["erase"] = losses.weighted_erase(per, inp.erase_weights, cfg.oalw_normalize)
             terms["retain"] = losses.retain_loss(hp[:, b_e:], hr[:, b_e:], inp.retain_mask)
-            weights["erase"], weights["retain"] = c_erase, c_ret * cfg.retain_scale
+            weights["erase"], weights["retain"] = c_erase, c_ret
         if "logits" in outputs:
             assert inp.ce_groups is not None and inp.ce_targets is not None
             for group, name, weight in ((0, "refusal_ce", cfg.refusal_beta), (1, "ce_retain", cfg.sft_retain_weight)):
