@@ -65,6 +65,18 @@ def test_config_yaml_overrides_and_errors(tmp_path):
     assert TrainConfig().resolved_lora_layers(30) == list(range(21))
 
 
+def test_exponent_floats_without_a_dot_are_floats(tmp_path):
+    # YAML 1.1 reads 5e-4 as a string; float fields accept it, other fields still refuse it
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 5e-4\n")
+    assert TrainConfig.load(path, ["alpha=1E1"]).lr == 5e-4
+    assert TrainConfig.load(None, ["alpha=1E1"]).alpha == 10.0
+    with pytest.raises(ConfigError, match="^steps: expected int"):
+        TrainConfig.load(None, ["steps=5e-4"])
+    with pytest.raises(ConfigError, match="^lr: expected float"):
+        TrainConfig.load(None, ["lr=5e-4x"])
+
+
 def test_empty_or_test_split_dataset_is_refused():
     from mosr.training.data import _load_many
 

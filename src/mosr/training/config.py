@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -223,7 +224,8 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
-        return cls(**data)
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _float_from_yaml_string(v, hints[k]) for k, v in data.items()})
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
@@ -287,6 +289,17 @@ def _union_args(tp: Any) -> tuple[Any, ...]:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return typing.get_args(tp)
     return (tp,)
+
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _float_from_yaml_string(value: Any, tp: Any) -> Any:
+    """YAML 1.1 reads ``5e-4`` (no dot) as a string; accept it where the field is a float."""
+    args = _union_args(tp)
+    if isinstance(value, str) and float in args and str not in args and _FLOAT_RE.fullmatch(value.strip()):
+        return float(value)
+    return value
 
 
 def _check_types(cfg: TrainConfig) -> None:
