@@ -353,6 +353,23 @@ def test_quickstart_config_is_shipped_and_valid():
     assert cfg.eval.get("limit")
 
 
+def test_shipped_experiment_trains_rr_and_mosr_like_the_chosen_single_run_configs():
+    from mosr.experiment import Variant, train_config
+    from mosr.training.config import TrainConfig
+
+    def settings(c: TrainConfig) -> dict[str, Any]:  # target layers as resolved on the 30-block default
+        return {**c.to_dict(), "target_layers": c.resolved_target_layers(30)}
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = ExperimentConfig.load(root / "experiment.yaml")
+    for method in ("rr", "mosr"):
+        assert settings(train_config(cfg, Variant(method), seed=0)) == settings(TrainConfig.load(root / f"train-{method}.yaml"))
+    # the ablations differ from mosr only in their method
+    mosr = train_config(cfg, Variant("mosr"), seed=0).to_dict()
+    for method in ("mosr-no-oalw", "mosr-no-caa", "mosr-no-oalw-no-caa"):
+        assert {k: v for k, v in train_config(cfg, Variant(method), seed=0).to_dict().items() if mosr[k] != v} == {"method": method}
+
+
 def test_changing_the_judge_keeps_completions_for_rejudging(tmp_path):
     fakes = Fakes()
     run_experiment(config(), tmp_path / "exp", runners=fakes.runners())
