@@ -13,16 +13,17 @@ QUICKSTART_YAML = """\
 # mosr quickstart: the base model, a small RR adapter and a small MOSR adapter on the embedded
 # SmolLM2-135M-Instruct, evaluated on the first 20 prompts of four sets, analysed, and reported.
 # Sized for about 15 minutes on two CPU cores: a demonstration of the pipeline, not a measurement
-# (10 training steps; intervals over 20 prompts are wide). A rerun reuses every finished stage.
-# The same keys run the full experiment: see configs/experiment.yaml and docs/EXPERIMENT.md.
+# (30 training steps on 64 pairs; intervals over 20 prompts are wide). A rerun reuses every
+# finished stage. The same keys run the full experiment: see configs/experiment.yaml and
+# docs/EXPERIMENT.md.
 title: "mosr quickstart: RR and MOSR on SmolLM2-135M-Instruct"
 model: default
 methods: [undefended, rr, mosr]
 seeds: [0]
 train:
-  steps: 10
+  steps: 30
   lr: 0.001
-  batch_size: 2
+  batch_size: 4
   max_length: 96
   pair_datasets: [derta]
   harmful_datasets: []        # nothing to generate: the DeRTa pairs carry harmful answers
@@ -31,6 +32,9 @@ train:
   max_pseudo: 24
   own_max_new_tokens: 32
   checkpoint_every: 0
+method_train:                 # retain_scale as chosen on :val (docs/TRAINING.md)
+  rr: {retain_scale: 2.75}
+  mosr: {retain_scale: 4.0}
 eval:
   suites: [safety, over-refusal, capability]
   sets: [advbench:test, xstest-safe, or-bench-hard:test, self-instruct:test]
