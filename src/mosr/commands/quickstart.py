@@ -12,7 +12,7 @@ from pathlib import Path
 QUICKSTART_YAML = """\
 # mosr quickstart: the base model, a small RR adapter and a small MOSR adapter on the embedded
 # SmolLM2-135M-Instruct, evaluated on the first 20 prompts of four sets, analysed, and reported.
-# Sized for about 15 minutes on two CPU cores: a demonstration of the pipeline, not a measurement
+# About 7 minutes on two idle CPU cores (measured): a demonstration of the pipeline, not a measurement
 # (30 training steps on 64 pairs; intervals over 20 prompts are wide). A rerun reuses every
 # finished stage. The same keys run the full experiment: see configs/experiment.yaml and
 # docs/EXPERIMENT.md.
@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="train small RR and MOSR adapters on the default model, evaluate them and write a report",
                        description="Train a small RR and a small MOSR adapter on the embedded default model, evaluate the base "
                                    "model and both adapters on subsets of the suites, analyse their representations, and write "
-                                   "an HTML report. Sized for about 15 minutes on two idle CPU cores (26 min measured on a busy machine); a rerun reuses the cache.")
+                                   "an HTML report. About 7 minutes on two idle CPU cores (measured); a rerun reuses the cache.")
     p.add_argument("--out", default="runs/quickstart", help="experiment folder (default: runs/quickstart)")
     p.add_argument("--config", default=None, help="use this experiment config instead of the built-in quickstart one")
     p.set_defaults(func=run)
