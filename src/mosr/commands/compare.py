@@ -1,0 +1,111 @@
+"""``mosr compare [METHOD=]RUN ... --out DIR``: one report over several ``mosr eval`` runs.
+
+Runs evaluated separately (different adapters, limits or seeds) are compared on the prompts they all
+share, so every row of the report is measured on the same prompts. Giving the same METHOD to several
+runs pools them as seeds of one method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mosr.errors import DataError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="one report (table, Pareto plot, ablations) over several `mosr eval` runs, on their shared prompts",
+                       description="Write one HTML/markdown report over several `mosr eval` run folders. Only the prompts that every "
+                                   "run judged are counted, so the rows are comparable; the judges of all runs must agree "
+                                   "(re-judge with `mosr judge RUN --judge J` first if they do not).")
+    p.add_argument("runs", nargs="+", metavar="[METHOD=]RUN",
+                   help="eval run folders; METHOD= names the row (mosr, rr, refusal-sft, ... get their description); "
+                        "the same METHOD for several runs pools them as seeds")
+    p.add_argument("--out", required=True, help="report folder")
+    p.add_argument("--title", default=None, help="report title")
+    p.set_defaults(func=run)
+
+
+def parse_entry(text: str) -> tuple[str, Path]:
+    label, eq, path = text.partition("=")
+    if not eq:
+        path, label = text, Path(text).name
+    if not label or not path:
+        raise DataError(f"expected RUN or METHOD=RUN, got {text!r}")
+    return label, Path(path)
+
+
+def _judgments(run: Path) -> list[dict[str, Any]]:
+    from mosr.runs import iter_jsonl
+
+    path = run / "judgments.jsonl"
+    if not path.is_file():
+        raise DataError(f"{path} not found; each RUN must be a folder written by `mosr eval`")
+    rows = list(iter_jsonl(path))
+    for i, rec in enumerate(rows, 1):
+        missing = [k for k in ("key", "suite", "dataset", "attack", "verdict", "judge") if k not in rec]
+        if missing:
+            raise DataError(f"{path}: record {i} lacks {', '.join(missing)}")
+    return rows
+
+
+def _perplexity(run: Path) -> dict[str, dict[str, Any]]:
+    from mosr.runs import iter_jsonl
+
+    path = run / "perplexity.jsonl"
+    return {str(r["sample_id"]): r for r in iter_jsonl(path)} if path.is_file() else {}
+
+
+def _meta(run: Path) -> tuple[int, str | None]:
+    """Seed and base-model spec from the run's ``run.json`` (0 and None when it has none)."""
+    try:
+        meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return 0, None
+    seed = meta.get("seed", 0) if isinstance(meta, dict) else 0
+    model = meta.get("model") if isinstance(meta, dict) else None
+    spec = model.get("spec") if isinstance(model, dict) else None
+    return (seed if isinstance(seed, int) else 0), (spec if isinstance(spec, str) else None)
+
+
+def shared_records(entries: Sequence[tuple[str, Path]]) -> tuple[list[dict[str, Any]], int]:
+    """One report record per run, with metrics recomputed on the prompts every run judged."""
+    from mosr.evaluate import compute_metrics
+
+    if len(entries) < 2:
+        raise DataError("give at least two eval runs to compare")
+    judged = {run: _judgments(run) for _, run in entries}
+    judges = {run: sorted({j["judge"] for j in rows}) for run, rows in judged.items()}
+    if len({tuple(v) for v in judges.values()}) > 1:
+        listing = "; ".join(f"{run}: {', '.join(v)}" for run, v in judges.items())
+        raise DataError(f"the runs were judged by different judges ({listing}); re-judge them with `mosr judge RUN --judge J`")
+    keys = set.intersection(*({j["key"] for j in rows} for rows in judged.values()))
+    if not keys:
+        raise DataError("the runs share no judged prompt; compare runs of the same suites and sets")
+    ppl = {run: _perplexity(run) for _, run in entries}
+    ppl_ids = set.intersection(*(set(p) for p in ppl.values()))
+    records = []
+    for label, run in entries:
+        rows = [j for j in judged[run] if j["key"] in keys]
+        metrics = compute_metrics(rows, [ppl[run][i] for i in sorted(ppl_ids)] or None)
+        seed, model = _meta(run)
+        metrics["judge"], metrics["model"] = judges[run][0], model
+        records.append({"label": label, "method": label, "seed": seed, "eval_metrics": metrics, "run": str(run)})
+    return records, len(keys)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mosr.report import write_report
+
+    entries = [parse_entry(t) for t in args.runs]
+    records, n = shared_records(entries)
+    title = args.title or f"mosr compare: {len(entries)} eval runs on their {n} shared prompts"
+    command = "mosr compare " + " ".join(args.runs) + f" --out {args.out}"
+    html = write_report(records, args.out, title=title, command=command)
+    print(f"{n} prompts judged by every run")
+    print(f"report: {html}")
+    print(f"        {Path(args.out) / 'report.md'} (markdown)")
+    return 0
