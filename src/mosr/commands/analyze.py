@@ -116,9 +116,10 @@ def _sample_group(specs: Sequence[str], limit: int | None, seed: int, keep: dict
 
 def read_verdicts(run: str | Path) -> tuple[dict[tuple[str, str], str], dict[str, Any]]:
     """``(dataset, sample_id) -> verdict`` for plain prompts (attack ``none``) of an eval run, plus counts."""
+    from mosr.evaluate import JUDGMENTS
     from mosr.runs import iter_jsonl
 
-    path = Path(run) / "judgments.jsonl"
+    path = Path(run) / JUDGMENTS
     if not path.is_file():
         raise DataError(f"{path} not found; --eval-run must be a folder written by `mosr eval`")
     verdicts: dict[tuple[str, str], str] = {}

@@ -39,9 +39,10 @@ def parse_entry(text: str) -> tuple[str, Path]:
 
 
 def _judgments(run: Path) -> list[dict[str, Any]]:
+    from mosr.evaluate import JUDGMENTS
     from mosr.runs import iter_jsonl
 
-    path = run / "judgments.jsonl"
+    path = run / JUDGMENTS
     if not path.is_file():
         raise DataError(f"{path} not found; each RUN must be a folder written by `mosr eval`")
     rows = list(iter_jsonl(path))
@@ -53,9 +54,10 @@ def _judgments(run: Path) -> list[dict[str, Any]]:
 
 
 def _perplexity(run: Path) -> dict[str, dict[str, Any]]:
+    from mosr.evaluate import PERPLEXITY
     from mosr.runs import iter_jsonl
 
-    path = run / "perplexity.jsonl"
+    path = run / PERPLEXITY
     return {str(r["sample_id"]): r for r in iter_jsonl(path)} if path.is_file() else {}
 
 
