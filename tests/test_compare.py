@@ -66,3 +66,13 @@ def test_cli_writes_a_report_with_a_pareto_plot(tmp_path, capsys):
     assert "RR (Circuit Breakers)" in md and "100.0 [" in md
     assert (tmp_path / "cmp" / "figures" / "pareto.png").stat().st_size > 1000
     assert (tmp_path / "cmp" / "report.html").is_file()
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
+    from mosr.cli import main
+
+    a = write_run(tmp_path / "a", {"h1": "refusal"})
+    b = write_run(tmp_path / "b", {"h1": "compliance"})
+    (tmp_path / "file").write_text("not a folder")
+    assert main(["compare", f"rr={a}", f"mosr={b}", "--out", str(tmp_path / "file" / "cmp")]) == 2
+    assert "cannot write to output folder" in capsys.readouterr().err

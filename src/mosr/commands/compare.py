@@ -100,13 +100,17 @@ def shared_records(entries: Sequence[tuple[str, Path]]) -> tuple[list[dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
+    from mosr.experiment import disk_errors
     from mosr.report import write_report
+    from mosr.runs import RunDir
 
     entries = [parse_entry(t) for t in args.runs]
     records, n = shared_records(entries)
+    out = RunDir(args.out).path  # a clear error now if the folder cannot be written
     title = args.title or f"mosr compare: {len(entries)} eval runs on their {n} shared prompts"
     command = "mosr compare " + " ".join(args.runs) + f" --out {args.out}"
-    html = write_report(records, args.out, title=title, command=command)
+    with disk_errors(out):
+        html = write_report(records, out, title=title, command=command)
     print(f"{n} prompts judged by every run")
     print(f"report: {html}")
     print(f"        {Path(args.out) / 'report.md'} (markdown)")
