@@ -21,7 +21,9 @@ def test_two_cpu_processes_train_one_adapter(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
            "-m", "mosr.cli", "train", "--method", "rr", "--model", str(model_dir), "--config", str(conf), "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # a failing rank's own message comes before torchrun's long summary; show it first
+    own = [line for line in proc.stderr.splitlines() if line.startswith(("error:", "Traceback", "RuntimeError"))]
+    assert proc.returncode == 0, "\n".join(own) + "\n...\n" + proc.stderr[-1500:]
     assert proc.stdout.count("trained rr for 3 steps") == 1  # only the main process reports
     run = json.loads((out / "run.json").read_text())
     assert run["processes"] == 2

@@ -116,9 +116,10 @@ class RunDir:
         if create:
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
-                probe = self.path / ".write-test"
+                # one probe name per process: ranks of a distributed run share the folder
+                probe = self.path / f".write-test-{os.getpid()}"
                 probe.write_text("ok")
-                probe.unlink()
+                probe.unlink(missing_ok=True)
             except OSError as exc:
                 raise RunError(f"cannot write to output folder {self.path}: {exc.strerror or exc}") from exc
         elif not self.path.is_dir():
