@@ -120,3 +120,15 @@ def test_plot_survives_interval_round_off(tmp_path):
     task = {"suite": "over-refusal", "dataset": "d", "attack": "none", **rates}
     plot_rates({"tasks": {"d|none": task}}, tmp_path / "r.png", "t")
     assert (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_the_validation_suite_holds_only_val_splits_and_stays_out_of_all():
+    from mosr.suites import resolve_suites, tasks_for
+
+    tasks = tasks_for(resolve_suites("validation"))
+    assert tasks and all(t.dataset.endswith(":val") for t in tasks)
+    assert {t.suite for t in tasks} == {"safety", "over-refusal", "capability"}
+    assert "validation" not in resolve_suites("all")
+    assert not any(t.dataset.endswith(":val") for t in tasks_for(resolve_suites("all")))
+    with pytest.raises(ConfigError, match="cannot be mixed"):
+        resolve_suites("safety,validation")

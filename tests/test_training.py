@@ -128,6 +128,51 @@ def test_lora_only_on_chosen_layers():
     assert {int(n.split("layers.")[1].split(".")[0]) for n in names} == {0, 1, 2}
 
 
+def _erase_grad_norm(b_init_std: float) -> tuple[float, float]:
+    """Erase term and its LoRA gradient norm at step 0, for a fresh adapter."""
+    model = add_lora(tiny_model(num_layers=N_LAYERS).model, r=2, alpha=2, dropout=0.0, modules=["all-linear"], layers=[0, 1, 2],
+                     seed=0, b_init_std=b_init_std)
+    ids = torch.randint(3, 300, (2, 9), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones_like(ids)
+    with torch.no_grad(), model.disable_adapter():
+        ref = hidden_at(model, ids, mask, [2], truncate=True)
+    erase = losses.erase_per_sample(hidden_at(model, ids, mask, [2], truncate=True), ref, mask).mean()
+    erase.backward()
+    grads = [p.grad.norm() for p in model.parameters() if p.grad is not None]
+    return float(erase), float(torch.stack(grads).norm()) if grads else 0.0
+
+
+def test_a_zero_lora_start_gives_the_erase_term_no_gradient_a_gaussian_b_start_does():
+    erase0, grad0 = _erase_grad_norm(0.0)
+    erase1, grad1 = _erase_grad_norm(0.02)
+    assert erase0 == pytest.approx(1.0, abs=1e-6) and grad0 < 1e-4
+    assert erase1 < 1.0 and grad1 > 100 * max(grad0, 1e-6)
+
+
+def test_lora_b_start_is_seeded_and_leaves_the_reference_alone():
+    def b_weights(seed):
+        model = add_lora(tiny_model(num_layers=N_LAYERS).model, r=2, alpha=2, dropout=0.0, modules=["all-linear"], layers=[0],
+                         seed=seed, b_init_std=0.01)
+        return model, [p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n]
+    model, b0 = b_weights(0)
+    _, b0_again = b_weights(0)
+    _, b1 = b_weights(1)
+    assert all(torch.equal(x, y) for x, y in zip(b0, b0_again))
+    assert not all(torch.equal(x, y) for x, y in zip(b0, b1))
+    assert all(float(x.std()) == pytest.approx(0.01, rel=0.5) for x in b0)
+    ids = torch.randint(3, 300, (1, 8))
+    plain = tiny_model(num_layers=N_LAYERS).model
+    with torch.no_grad(), model.disable_adapter():
+        torch.testing.assert_close(model(input_ids=ids).logits, plain(input_ids=ids).logits)
+    with torch.no_grad():
+        assert not torch.allclose(model(input_ids=ids).logits, plain(input_ids=ids).logits)
+
+
+def test_negative_lora_b_init_std_is_refused():
+    with pytest.raises(ConfigError, match="lora_b_init_std"):
+        cfg(lora_b_init_std=-0.1)
+
+
 # -------------------------------------------------------------------------------------------- loop
 def test_lora_weights_change_base_weights_do_not(tmp_path):
     loaded = tiny_model(num_layers=N_LAYERS)

@@ -5,6 +5,9 @@
 * ``over-refusal``: benign prompts that look harmful. Over-refusal = refusal + gibberish share.
 * ``capability``: ordinary benign instructions (compliance and fluency) plus the perplexity of
   their reference answers.
+* ``validation``: the validation splits of the trainable sets, each counted under the measure it
+  stands for (safety, over-refusal, capability). It is for choosing settings without looking at the
+  test sets, so it is never part of ``all`` and cannot be mixed with the test suites in one run.
 """
 
 from __future__ import annotations
@@ -46,6 +49,12 @@ SUITES: dict[str, tuple[Task, ...]] = {
         Task("over-refusal", "jbb-benign"),
     ),
     "capability": (Task("capability", "self-instruct:test"),),
+    "validation": (
+        Task("safety", "advbench:val"),
+        Task("safety", "harmful-instructions:val"),
+        Task("over-refusal", "or-bench-hard:val"),
+        Task("capability", "self-instruct:val"),
+    ),
 }
 SUITE_NAMES = ("safety", "over-refusal", "capability")
 
@@ -59,11 +68,14 @@ def resolve_suites(names: list[str] | tuple[str, ...] | str) -> list[str]:
         expanded = list(SUITE_NAMES) if name == "all" else [name]
         for n in expanded:
             if n not in SUITES:
-                raise ConfigError(f"unknown suite {n!r}; known: {', '.join(SUITE_NAMES)}, all")
+                raise ConfigError(f"unknown suite {n!r}; known: {', '.join(SUITE_NAMES)}, all, validation")
             if n not in out:
                 out.append(n)
     if not out:
         raise ConfigError("no suite given; use --suite safety|over-refusal|capability|all")
+    if "validation" in out and len(out) > 1:
+        raise ConfigError("the validation suite cannot be mixed with the test suites in one run: its numbers would "
+                          "be pooled with theirs; evaluate it into its own folder")
     return out
 
 

@@ -11,7 +11,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="generate, judge and score a model on the evaluation suites")
     p.add_argument("--model", default="default", help="'default' (embedded SmolLM2-135M), a hub id, a local folder or a .gguf file")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (from mosr train)")
-    p.add_argument("--suite", default=None, help="safety, over-refusal, capability, all, or a comma list (default: over-refusal, or none when --dataset is given)")
+    p.add_argument("--suite", default=None, help="safety, over-refusal, capability, all, or a comma list; validation = the :val splits, for choosing settings (default: over-refusal, or none when --dataset is given)")
     p.add_argument("--dataset", action="append", default=[], metavar="FILE",
                    help="also evaluate your own CSV/JSONL prompts (repeatable); reported per set as suite 'custom'")
     p.add_argument("--prompt-column", default="prompt", help="prompt column of --dataset files")

@@ -102,6 +102,8 @@ class TrainConfig:
     lora_r: int = _f(16, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA alpha")
     lora_dropout: float = _f(0.05, "LoRA dropout")
+    lora_b_init_std: float = _f(0.0, "std of a seeded Gaussian start for LoRA B (0 = peft's zero start: the adapter begins as "
+                                     "the identity, where the erase cosine has zero gradient; see docs/TRAINING.md)")
     lora_modules: list[str] = _f(["all-linear"], "peft target_modules (module names, or all-linear)")
     lora_layers: list[int] | None = _f(None, "decoder blocks that get LoRA (None = 0..max(target_layers))")
 
@@ -153,7 +155,7 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be > 0, got {value}")
         nonneg = {"warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm,
                   "checkpoint_every": self.checkpoint_every, "refusal_beta": self.refusal_beta,
-                  "sft_retain_weight": self.sft_retain_weight}
+                  "sft_retain_weight": self.sft_retain_weight, "lora_b_init_std": self.lora_b_init_std}
         for key, value in nonneg.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")

@@ -22,8 +22,14 @@ from mosr.errors import ConfigError
 from mosr.models import find_layers
 
 
-def add_lora(model: nn.Module, *, r: int, alpha: int, dropout: float, modules: Sequence[str], layers: Sequence[int], seed: int) -> nn.Module:
-    """Wrap ``model`` in a trainable peft LoRA model; only the LoRA weights require gradients."""
+def add_lora(model: nn.Module, *, r: int, alpha: int, dropout: float, modules: Sequence[str], layers: Sequence[int], seed: int,
+             b_init_std: float = 0.0) -> nn.Module:
+    """Wrap ``model`` in a trainable peft LoRA model; only the LoRA weights require gradients.
+
+    With ``b_init_std > 0`` the LoRA B matrices start from a seeded N(0, b_init_std²) instead of
+    peft's zeros, so the adapted model starts slightly off the reference. The reference itself (the
+    adapter disabled) is unchanged.
+    """
     from peft import LoraConfig, get_peft_model
 
     target = linear_module_names(model) if list(modules) == ["all-linear"] else list(modules)
@@ -39,6 +45,11 @@ def add_lora(model: nn.Module, *, r: int, alpha: int, dropout: float, modules: S
             peft_model = get_peft_model(model, config)
         except ValueError as exc:
             raise ConfigError(f"lora_modules {list(modules)}: {str(exc).splitlines()[0]}") from exc
+        if b_init_std > 0:
+            with torch.no_grad():
+                for name, p in peft_model.named_parameters():
+                    if "lora_B" in name:
+                        p.normal_(0.0, b_init_std)
     if not any(p.requires_grad for p in peft_model.parameters()):
         raise ConfigError(f"lora_modules {list(modules)} / lora_layers {list(layers)} matched no module of the model")
     return peft_model

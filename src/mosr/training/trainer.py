@@ -159,7 +159,8 @@ class Trainer:
         if not isinstance(loaded.model, nn.Module) or hasattr(loaded.model, "peft_config"):
             raise TrainingError("train needs a base model without an adapter; load it without --adapter")
         self.peft_model = add_lora(loaded.model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                                   modules=cfg.lora_modules, layers=self.lora_layers, seed=cfg.seed)
+                                   modules=cfg.lora_modules, layers=self.lora_layers, seed=cfg.seed,
+                                   b_init_std=cfg.lora_b_init_std)
         self.peft_model.train()
         self.params = [p for p in self.peft_model.parameters() if p.requires_grad]
         self._encode_all()
