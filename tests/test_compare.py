@@ -68,6 +68,21 @@ def test_cli_writes_a_report_with_a_pareto_plot(tmp_path, capsys):
     assert (tmp_path / "cmp" / "report.html").is_file()
 
 
+def test_report_gives_the_exact_command_and_where_the_completions_are(tmp_path):
+    import shlex
+
+    from mosr.cli import main
+
+    a = write_run(tmp_path / "a", {"h1": "compliance", "o1": "compliance"})
+    b = write_run(tmp_path / "b", {"h1": "refusal", "o1": "refusal"})
+    out = tmp_path / "cmp"
+    assert main(["compare", f"undefended={a}", f"rr={b}", "--out", str(out), "--title", "two runs"]) == 0
+    md = (out / "report.md").read_text()
+    command = md.split("## Reproduce", 1)[1].split("```")[1].strip()
+    assert shlex.split(command) == ["mosr", "compare", f"undefended={a}", f"rr={b}", "--out", str(out), "--title", "two runs"]
+    assert "eval run folders" in md and "stages/" not in md
+
+
 def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
     from mosr.cli import main
 

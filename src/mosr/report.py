@@ -414,9 +414,9 @@ def build_markdown(rows: Sequence[Row], figures: dict[str, str], *, title: str, 
             lines += [f"![pseudo-malicious centroid ratio and probe accuracy per layer]({figures['representations']})", ""]
         for key in rep:
             lines += [f"### {key.split(':', 1)[1]}", "", f"![{key.split(':', 1)[1]}]({figures[key]})", ""]
+    sources = meta.get("sources", "completions, judgments and per-stage metrics are in the experiment's `stages/` folder")
     lines += ["## Reproduce", "", "```", meta.get("command", "mosr experiment CONFIG --out DIR"), "```", "",
-              "Every number above is in `summary.json` next to this page; completions, judgments and per-stage metrics are "
-              "in the experiment's `stages/` folder.", ""]
+              f"Every number above is in `summary.json` next to this page; {sources}.", ""]
     return "\n".join(lines)
 
 
@@ -442,7 +442,7 @@ def _copy_analysis_figures(rows: Sequence[Row], folder: Path, limit_layers: bool
 
 
 def write_report(records: Sequence[dict[str, Any]], folder: str | Path, *, title: str = "mosr experiment",
-                 config: dict[str, Any] | None = None, command: str | None = None) -> Path:
+                 config: dict[str, Any] | None = None, command: str | None = None, sources: str | None = None) -> Path:
     """Write ``report.md``, ``report.html``, figures and ``summary.json`` into ``folder``; returns the HTML path."""
     folder = Path(folder)
     (folder / "figures").mkdir(parents=True, exist_ok=True)
@@ -464,6 +464,8 @@ def write_report(records: Sequence[dict[str, Any]], folder: str | Path, *, title
         "generated": now_iso(),
         "command": command or config.get("command") or "mosr experiment CONFIG --out DIR",
     }
+    if sources:
+        meta["sources"] = sources
     markdown = build_markdown(rows, figures, title=title, meta=meta)
     atomic_write_text(folder / "report.md", markdown)
     atomic_write_text(folder / "summary.json", dumps({

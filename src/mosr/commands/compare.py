@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
     records, n = shared_records(entries)
     out = RunDir(args.out).path  # a clear error now if the folder cannot be written
     title = args.title or f"mosr compare: {len(entries)} eval runs on their {n} shared prompts"
-    command = "mosr compare " + " ".join(args.runs) + f" --out {args.out}"
+    command = shlex.join(["mosr", "compare", *args.runs, "--out", str(args.out)] + (["--title", args.title] if args.title else []))
     with disk_errors(out):
-        html = write_report(records, out, title=title, command=command)
+        html = write_report(records, out, title=title, command=command,
+                            sources="completions and judgments are in the eval run folders named in the command")
     print(f"{n} prompts judged by every run")
     print(f"report: {html}")
     print(f"        {Path(args.out) / 'report.md'} (markdown)")
