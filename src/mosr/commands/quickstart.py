@@ -12,8 +12,8 @@ from pathlib import Path
 QUICKSTART_YAML = """\
 # mosr quickstart: the base model, a small RR adapter and a small MOSR adapter on the embedded
 # SmolLM2-135M-Instruct, evaluated on the first 20 prompts of four sets, analysed, and reported.
-# About 7 minutes on two idle CPU cores (measured): a demonstration of the pipeline, not a measurement
-# (30 training steps on 64 pairs; intervals over 20 prompts are wide). A rerun reuses every
+# About 13 minutes on two idle CPU cores (measured): a demonstration of the pipeline, not a measurement
+# (30 training steps for MOSR, 60 for RR, on 64 pairs; intervals over 20 prompts are wide). A rerun reuses every
 # finished stage. The same keys run the full experiment: see configs/experiment.yaml and
 # docs/EXPERIMENT.md.
 title: "mosr quickstart: RR and MOSR on SmolLM2-135M-Instruct"
@@ -32,8 +32,8 @@ train:
   max_pseudo: 24
   own_max_new_tokens: 32
   checkpoint_every: 0
-method_train:                 # retain_scale as chosen on :val (docs/TRAINING.md)
-  rr: {retain_scale: 2.75}
+method_train:                 # as chosen on :val (docs/TRAINING.md); rr needs 60 steps to leave its start
+  rr: {retain_scale: 4.0, lr: 5.0e-4, lora_b_init_std: 0.01, steps: 60}
   mosr: {retain_scale: 4.0}
 eval:
   suites: [safety, over-refusal, capability]
@@ -57,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("quickstart", help="train small RR and MOSR adapters on the default model, evaluate them and write a report",
                        description="Train a small RR and a small MOSR adapter on the embedded default model, evaluate the base "
                                    "model and both adapters on subsets of the suites, analyse their representations, and write "
-                                   "an HTML report. About 7 minutes on two idle CPU cores (measured); a rerun reuses the cache.")
+                                   "an HTML report. About 13 minutes on two idle CPU cores (measured); a rerun reuses the cache.")
     p.add_argument("--out", default="runs/quickstart", help="experiment folder (default: runs/quickstart)")
     p.add_argument("--config", default=None, help="use this experiment config instead of the built-in quickstart one")
     p.set_defaults(func=run)
