@@ -353,6 +353,20 @@ def test_quickstart_config_is_shipped_and_valid():
     assert cfg.eval.get("limit")
 
 
+def test_quickstart_trains_with_the_optimiser_settings_chosen_for_the_single_run_configs():
+    """The quickstart is smaller (steps, data, length), but its per-method settings are the ones chosen on :val."""
+    from mosr.experiment import Variant, train_config
+    from mosr.training.config import TrainConfig
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cfg = ExperimentConfig.load(root / "quickstart.yaml")  # identical to the built-in one (test above)
+    for method in ("rr", "mosr"):
+        quick = train_config(cfg, Variant(method), seed=0).to_dict()
+        chosen = TrainConfig.load(root / f"train-{method}.yaml").to_dict()
+        for key in ("retain_scale", "lr", "lora_b_init_std", "alpha", "rep_norm", "erase_tokens"):
+            assert quick[key] == chosen[key], (method, key)
+
+
 def test_shipped_experiment_trains_rr_and_mosr_like_the_chosen_single_run_configs():
     from mosr.experiment import Variant, train_config
     from mosr.training.config import TrainConfig
