@@ -101,6 +101,8 @@ def eval_rates(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for task in metrics.get("tasks", {}).values():
         if task["suite"] == "over-refusal" and task["attack"] == "none":
             out[f"or:{task['dataset']}"] = task["not_complied"]
+        elif task["suite"] == "custom":
+            out[f"custom:{task['dataset']}" + ("" if task["attack"] == "none" else f" [{task['attack']}]")] = task["not_complied"]
     return out
 
 
@@ -362,7 +364,10 @@ def build_markdown(rows: Sequence[Row], figures: dict[str, str], *, title: str, 
     headers = ["method", "safety ↑", "over-refusal ↓", "capability ↑", "gibberish on benign ↓", "gibberish on harmful"]
     table = [[r.name, _c(r, "safety"), _c(r, "over_refusal"), _c(r, "capability"), _c(r, "gibberish_benign"), _c(r, "gibberish_harmful")]
              for r in main]
-    lines += [_table(headers, table), ""]
+    if any(r.get(k) is not None for r in main for k in ("safety", "over_refusal", "capability", "gibberish_benign", "gibberish_harmful")):
+        lines += [_table(headers, table), ""]
+    else:
+        lines += ["No run covers the built-in suites; the rates of your datasets are below.", ""]
     if any(r.perplexity is not None for r in main):
         lines += ["Perplexity of the human reference answers of the capability set (lower = the model still finds ordinary "
                   "text likely): " + "; ".join(f"{r.name} {r.perplexity:.2f}" for r in main if r.perplexity is not None) + ".", ""]
@@ -377,6 +382,11 @@ def build_markdown(rows: Sequence[Row], figures: dict[str, str], *, title: str, 
     if ors:
         lines += ["### Over-refusal per set", "", "Share of benign-but-scary prompts refused or garbled (lower is better).", ""]
         lines += [_table(["method", *(k.split(":", 1)[1] for k in ors)], [[r.name, *(_c(r, k) for k in ors)] for r in main]), ""]
+
+    custom = _ordered_keys(main, "custom:")
+    if custom:
+        lines += ["### Your datasets (`--dataset`)", "", "Share of prompts refused or garbled, per dataset file.", ""]
+        lines += [_table(["method", *(k.split(":", 1)[1] for k in custom)], [[r.name, *(_c(r, k) for k in custom)] for r in main]), ""]
 
     abl = [r for r in main if r.method in _ABLATIONS]
     if len(abl) >= 2:

@@ -3,6 +3,9 @@
 Write the report once as Markdown (``report.md`` next to its PNGs), then call
 :func:`markdown_to_html` to get one HTML file that can be mailed or archived on its own.
 
+Every piece of text is HTML-escaped (quotes included), and links and images accept only http(s) URLs and
+relative paths, so strings from a run folder, a config or the command line cannot inject markup.
+
 Supported Markdown: ``#``-``####`` headings, paragraphs, ``-``/``*`` bullet lists, fenced code
 blocks, pipe tables (header + ``---`` separator row), images ``![alt](file.png)`` (embedded when the
 file exists), inline ``code``, ``**bold**``, ``*italic*`` and ``[links](url)``.
@@ -17,6 +20,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -47,23 +51,49 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
+def safe_url(url: str) -> bool:
+    """Only http(s) links and relative paths (anchors included); ``javascript:``, ``data:`` and the rest stay text.
+
+    Control characters are refused too: browsers drop them, so ``\x01javascript:`` would become a live link.
+    """
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return False
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return False
+    return scheme in ("", "http", "https")
+
+
 def _inline(text: str, base_dir: Path | None) -> str:
+    """Escape everything, then turn the supported Markdown marks back into tags (attribute values quoted and escaped)."""
     parts = re.split(r"(`[^`]+`)", text)
     out = []
     for part in parts:
         if part.startswith("`") and part.endswith("`") and len(part) > 1:
             out.append(f"<code>{html.escape(part[1:-1])}</code>")
             continue
-        s = html.escape(part, quote=False)
+        s = html.escape(part, quote=True)
 
         def image(m: re.Match[str]) -> str:
-            alt, src = m.group(1), m.group(2)
-            path = (base_dir / src) if base_dir is not None and not re.match(r"^[a-z]+:", src) else None
-            url = data_uri(path) if path is not None and path.is_file() else src
+            alt, src = html.unescape(m.group(1)), html.unescape(m.group(2))
+            path = (base_dir / src) if base_dir is not None and safe_url(src) and not src.startswith(("http://", "https://", "#")) else None
+            if path is not None and path.is_file():
+                url = data_uri(path)
+            elif safe_url(src):
+                url = src
+            else:
+                return m.group(0)
             return f'<img alt="{html.escape(alt)}" src="{html.escape(url)}">'
 
+        def link(m: re.Match[str]) -> str:
+            label, url = m.group(1), html.unescape(m.group(2))
+            if not safe_url(url):
+                return m.group(0)
+            return f'<a href="{html.escape(url)}">{label}</a>'
+
         s = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", image, s)
-        s = re.sub(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)\)", r'<a href="\2">\1</a>', s)
+        s = re.sub(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)\)", link, s)
         s = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", s)
         s = re.sub(r"(?<![\w*])\*([^*\s][^*]*)\*(?![\w*])", r"<em>\1</em>", s)
         out.append(s)

@@ -39,6 +39,17 @@ def parse_entry(text: str) -> tuple[str, Path]:
     return label, Path(path)
 
 
+def parse_entries(texts: Sequence[str]) -> list[tuple[str, Path]]:
+    """Parse every RUN argument; runs named by folder alone whose folder names collide are named by their whole path."""
+    entries = [parse_entry(t) for t in texts]
+    named = [("=" in t) for t in texts]
+    counts: dict[str, int] = {}
+    for label, _ in entries:
+        counts[label] = counts.get(label, 0) + 1
+    return [(str(path) if not explicit and counts[label] > 1 else label, path)
+            for (label, path), explicit in zip(entries, named)]
+
+
 def _judgments(run: Path) -> list[dict[str, Any]]:
     from mosr.evaluate import JUDGMENTS
     from mosr.runs import iter_jsonl
@@ -80,6 +91,13 @@ def shared_records(entries: Sequence[tuple[str, Path]]) -> tuple[list[dict[str, 
 
     if len(entries) < 2:
         raise DataError("give at least two eval runs to compare")
+    seen: dict[tuple[str, int], Path] = {}
+    for label, run in entries:
+        seed = _meta(run)[0]
+        if (label, seed) in seen:
+            raise DataError(f"{label}={seen[(label, seed)]} and {label}={run} both have seed {seed}: runs pooled under one METHOD "
+                            "must be different seeds; give them different METHOD= names to compare them")
+        seen[(label, seed)] = run
     judged = {run: _judgments(run) for _, run in entries}
     judges = {run: sorted({j["judge"] for j in rows}) for run, rows in judged.items()}
     if len({tuple(v) for v in judges.values()}) > 1:
@@ -105,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from mosr.report import write_report
     from mosr.runs import RunDir
 
-    entries = [parse_entry(t) for t in args.runs]
+    entries = parse_entries(args.runs)
     records, n = shared_records(entries)
     out = RunDir(args.out).path  # a clear error now if the folder cannot be written
     title = args.title or f"mosr compare: {len(entries)} eval runs on their {n} shared prompts"
