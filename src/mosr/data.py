@@ -262,7 +262,7 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 
 def load_dataset(spec: str, *, limit: int | None = None, **user_options: Any) -> list[Sample]:
     """Load a named dataset (``name`` or ``name:split``) or a user CSV/JSONL file."""
-    if spec.endswith((".csv", ".jsonl", ".json")) or Path(spec).suffix in {".csv", ".jsonl"}:
+    if spec.endswith((".csv", ".jsonl", ".json")) or Path(spec).suffix in {".csv", ".jsonl"} or Path(spec).is_dir():
         samples = load_user_dataset(spec, **user_options)
     else:
         name, split = parse_spec(spec)
@@ -333,11 +333,15 @@ def load_user_dataset(
     Labels must be ``benign``/``harmful`` (or ``safe``/``unsafe``).
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not a dataset file; pass a .csv, .jsonl or .json file")
     if not path.is_file():
         raise DataError(f"dataset file not found: {path}")
     rows: list[dict[str, Any]]
     try:
-        if path.suffix == ".csv":
+        if path.suffix == ".json":
+            rows = _json_rows(path)
+        elif path.suffix == ".csv":
             with open(path, newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh))
         else:
@@ -366,6 +370,8 @@ def load_user_dataset(
         prompt = r.get(prompt_column)
         if not isinstance(prompt, str) or not prompt.strip():
             raise DataError(f"{path}: row {i}: empty prompt in column {prompt_column!r}")
+        if "\x00" in prompt:
+            raise DataError(f"{path}: row {i}: the prompt in column {prompt_column!r} contains a NUL byte (\\x00); remove it")
         lab: Any = label
         if label_column is not None:
             raw = str(r.get(label_column, "")).strip().lower()
@@ -387,6 +393,19 @@ def load_user_dataset(
     if len(set(ids)) != len(ids):
         raise DataError(f"{path}: duplicate ids in column {id_column!r}")
     return out
+
+
+def _json_rows(path: Path) -> list[dict[str, Any]]:
+    """A ``.json`` dataset: one JSON array of objects (JSON Lines go in a ``.jsonl`` file)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno} ({exc.msg}); a .json dataset is one JSON array of "
+                        "objects, one object per line goes in a .jsonl file") from exc
+    if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+        raise DataError(f"{path}: expected a JSON array of objects, got {type(data).__name__}; "
+                        "one object per line goes in a .jsonl file")
+    return data
 
 
 # -------------------------------------------------------------------------------------- hashing

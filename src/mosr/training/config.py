@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -310,8 +311,8 @@ def _check_types(cfg: TrainConfig) -> None:
         value = getattr(cfg, f.name)
         if not _matches(value, hints[f.name]):
             raise ConfigError(f"{f.name}: expected {_type_name(hints[f.name])}, got {value!r}")
-        if isinstance(value, float) and value != value:
-            raise ConfigError(f"{f.name}: NaN is not a valid value")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name}: must be a finite number, got {value}")
 
 
 def _matches(value: Any, tp: Any) -> bool:
