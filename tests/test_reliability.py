@@ -294,7 +294,7 @@ def test_an_adapter_with_missing_weights_is_an_error(tmp_path):
     from mosr.models import attach_adapter
 
     adapter = _plain_adapter(tiny_model(num_layers=2).model, tmp_path / "a")
-    with pytest.raises(ModelLoadError, match=r"lacks 2 of 4 weights.*layers\.2\."):
+    with pytest.raises(ModelLoadError, match=r"lacks 4 of 8 weights.*layers\.2\."):
         attach_adapter(tiny_model(num_layers=4), adapter)
 
 
@@ -302,7 +302,7 @@ def test_an_adapter_with_unexpected_weights_is_an_error(tmp_path):
     from mosr.models import attach_adapter
 
     adapter = _plain_adapter(tiny_model(num_layers=4).model, tmp_path / "a")
-    with pytest.raises(ModelLoadError, match=r"2 weights .* not in the model.*layers\.2\."):
+    with pytest.raises(ModelLoadError, match=r"4 weights .* not in the model.*layers\.2\."):
         attach_adapter(tiny_model(num_layers=2), adapter)
 
 

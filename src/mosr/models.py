@@ -19,6 +19,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -152,7 +153,19 @@ def _resolve(spec: str) -> tuple[str, str | None]:
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path}")
         return str(path.parent), path.name
+    if _looks_local(spec):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"model folder not found: {spec} (a local path; hub ids look like org/name)")
+        return str(path), None
     return spec, None
+
+
+def _looks_local(spec: str) -> bool:
+    """A spec that can only be a local path: starts with ``.``, ``/`` or ``~``, has two slashes, or its first part is a local folder."""
+    if spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1:
+        return True
+    return "/" in spec and Path(spec.split("/")[0]).is_dir()
 
 
 def load_model(
@@ -172,6 +185,7 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    adapter_meta = check_adapter_folder(adapter) if adapter is not None else None  # before any weights load
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     folder, gguf_name = _resolve(spec)
@@ -189,6 +203,8 @@ def load_model(
             if not cfg.is_file():
                 raise ModelLoadError(f"{folder} has no config.json; is it a Hugging Face model folder?")
             fingerprint = f"local-config-sha256:{hashlib.sha256(cfg.read_bytes()).hexdigest()}"
+    if adapter is not None:
+        _check_adapter_base(Path(adapter), adapter_meta, spec, fingerprint)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
@@ -207,27 +223,105 @@ def load_model(
 ADAPTER_META = "mosr_adapter.json"
 
 
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def check_adapter_folder(adapter: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Check an adapter folder without loading any model: config, weights file, mosr metadata.
+
+    Returns the mosr metadata (``mosr_adapter.json``) or None for an adapter from elsewhere.
+    Only safetensors weights load: a ``.bin`` adapter is a pickle.
+    """
+    path = Path(adapter)
+    if not path.is_dir():
+        raise ModelLoadError(f"adapter folder not found: {path}")
+    config = path / "adapter_config.json"
+    if not config.is_file():
+        raise ModelLoadError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
+    try:
+        conf = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{config} is not valid JSON ({exc}); the adapter folder is damaged, train or copy it again") from exc
+    if not isinstance(conf, dict) or conf.get("peft_type", "LORA") != "LORA":
+        raise ModelLoadError(f"{config} does not describe a LoRA adapter (peft_type {conf.get('peft_type') if isinstance(conf, dict) else conf!r})")
+    weights = path / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        extra = " (adapter_model.bin is a pickle, which mosr does not load; re-save it with safe_serialization=True)" if (path / "adapter_model.bin").is_file() else ""
+        raise ModelLoadError(f"{path} has no {ADAPTER_WEIGHTS}{extra}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as fh:
+            if not list(fh.keys()):
+                raise ModelLoadError(f"{weights} holds no weights")
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # safetensors raises its own error type on a damaged header
+        raise ModelLoadError(f"{weights} is not a readable safetensors file ({exc}); train or copy the adapter again") from exc
+    meta_file = path / ADAPTER_META
+    if not meta_file.is_file():
+        return None
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{meta_file} is not valid JSON ({exc}); the adapter folder is damaged") from exc
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{meta_file} is not a JSON object; the adapter folder is damaged")
+    return meta
+
+
+def _check_adapter_base(path: Path, meta: dict[str, Any] | None, spec: str, fingerprint: str) -> None:
+    base = (meta or {}).get("base_fingerprint")
+    if base and base != fingerprint:
+        raise ModelLoadError(
+            f"adapter {path} was trained on base model {meta.get('base_spec')!r} ({base}), "  # type: ignore[union-attr]
+            f"not on {spec!r} ({fingerprint}); load it with --model {meta.get('base_spec')}"  # type: ignore[union-attr]
+        )
+
+
+def _saved_name(param_name: str) -> str:
+    """The key peft saves a LoRA parameter under: the adapter name (``default``) is left out."""
+    return re.sub(r"\.default(?=\.|$)", "", param_name)
+
+
+def _shape_mismatches(message: str) -> list[str]:
+    return [line.strip() for line in message.splitlines() if "size mismatch" in line]
+
+
 def attach_adapter(loaded: LoadedModel, adapter: str | os.PathLike[str]) -> LoadedModel:
-    """Wrap ``loaded.model`` with a saved peft LoRA adapter, checking it was trained on this base."""
+    """Wrap ``loaded.model`` with a saved peft LoRA adapter, checking it was trained on this base.
+
+    Loading is strict: every LoRA weight the adapter config asks for must be in the file, and every
+    weight in the file must have a place in the model. Otherwise the adapter would run as a silent no-op.
+    """
     from peft import PeftModel
+    from safetensors import safe_open
 
     path = Path(adapter)
-    if not (path / "adapter_config.json").is_file():
-        raise ModelLoadError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
-    meta_file = path / ADAPTER_META
-    if meta_file.is_file():
-        meta = json.loads(meta_file.read_text())
-        base = meta.get("base_fingerprint")
-        if base and base != loaded.fingerprint:
-            raise ModelLoadError(
-                f"adapter {path} was trained on base model {meta.get('base_spec')!r} ({base}), "
-                f"not on {loaded.spec!r} ({loaded.fingerprint}); load it with --model {meta.get('base_spec')}"
-            )
+    meta = check_adapter_folder(path)
+    _check_adapter_base(path, meta, loaded.spec, loaded.fingerprint)
     try:
-        loaded.model = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False)
+        model = PeftModel.from_pretrained(loaded.model, str(path), is_trainable=False)
     except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        mismatch = _shape_mismatches(text)
+        if mismatch:
+            first = f"{len(mismatch)} weights have other shapes than the model's, e.g. {mismatch[0]}"
+        else:
+            first = text.splitlines()[0] if text else type(exc).__name__
         raise ModelLoadError(f"adapter {path} does not fit model {loaded.spec!r}: {first}") from exc
+    with safe_open(str(path / ADAPTER_WEIGHTS), framework="pt") as fh:
+        saved = set(fh.keys())
+    expected = {_saved_name(n) for n, _ in model.named_parameters() if "lora_" in n}
+    missing, unexpected = sorted(expected - saved), sorted(saved - expected)
+    if missing or unexpected:
+        model.unload()  # leave the base model as it was
+        if missing:
+            raise ModelLoadError(f"adapter {path} does not fit model {loaded.spec!r}: it lacks {len(missing)} of {len(expected)} weights "
+                                 f"the adapter config asks for, e.g. {', '.join(missing[:3])}")
+        raise ModelLoadError(f"adapter {path} does not fit model {loaded.spec!r}: {len(unexpected)} weights of the adapter are "
+                             f"not in the model, e.g. {', '.join(unexpected[:3])}")
+    loaded.model = model
     loaded.model.eval()
     loaded.adapter = str(path)
     return loaded
