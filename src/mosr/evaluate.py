@@ -13,6 +13,7 @@ Run folder layout (all written atomically or appended line by line):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -26,7 +27,7 @@ import torch
 
 from mosr.attacks import get_attack
 from mosr.data import Sample, load_dataset, samples_hash
-from mosr.errors import ConfigError, RunError
+from mosr.errors import ConfigError, MosrError, RunError
 from mosr.generation import generate
 from mosr.metrics import Rate, verdict_rates
 from mosr.models import LoadedModel, encode_chat_pair
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 COMPLETIONS = "completions.jsonl"
 JUDGMENTS = "judgments.jsonl"
 PERPLEXITY = "perplexity.jsonl"
+LONG_PROMPTS = ("refuse", "truncate")
+DERIVED = ("judgments.jsonl", "metrics.json", "summary.md", "rates.png")  # remade from the completions at the end of a run
 
 
 @dataclass
@@ -58,6 +61,8 @@ class EvalConfig:
     batch_size: int = 32
     system: str | None = None
     seed: int = 0
+    long_prompts: str = "refuse"  # a prompt longer than the context minus max_new_tokens: refuse, or truncate (cut from the middle)
+    max_batch_tokens: int = 32768  # KV-cache budget per generation batch: rows x (longest prompt + max_new_tokens)
 
     def __post_init__(self) -> None:
         self.suites = resolve_suites(self.suites) if (self.suites or not self.datasets) else []
@@ -73,10 +78,15 @@ class EvalConfig:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("max_new_tokens and batch_size must be >= 1")
+        if self.long_prompts not in LONG_PROMPTS:
+            raise ConfigError(f"long_prompts must be one of {', '.join(LONG_PROMPTS)}, got {self.long_prompts!r}")
+        if self.max_batch_tokens < 1:
+            raise ConfigError(f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
 
     def generation_key(self) -> dict[str, Any]:
         """Settings that change completions; a resumed run must keep them."""
-        return {k: getattr(self, k) for k in ("model", "adapter", "max_new_tokens", "batch_size", "system", "prompt_column")}
+        return {k: getattr(self, k) for k in ("model", "adapter", "max_new_tokens", "batch_size", "system", "prompt_column",
+                                              "long_prompts", "max_batch_tokens")}
 
 
 def record_key(dataset: str, attack: str, sample_id: str) -> str:
@@ -96,53 +106,181 @@ def config_tasks(config: "EvalConfig") -> list[Task]:
     return tasks + [Task("custom", path) for path in config.datasets]
 
 
-def _check_resumable(run: RunDir, config: EvalConfig) -> None:
-    path = run / "eval_config.json"
-    if path.is_file():
-        old = run.read_json("eval_config.json")
-        if old != config.generation_key():
-            diff = {k: (old.get(k), v) for k, v in config.generation_key().items() if old.get(k) != v}
-            raise RunError(
-                f"{run.path} holds completions made with other settings {diff}; use a new --out folder"
-            )
-    else:
-        run.write_json("eval_config.json", config.generation_key())
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir) -> list[dict[str, Any]]:
-    """Generate (or resume) the completions of every task; returns all records in task order."""
-    path = run / COMPLETIONS
-    repair_jsonl(path)
-    existing = {rec["key"]: rec for rec in iter_jsonl(path)}
-    out: list[dict[str, Any]] = []
+def settings_hash(loaded: LoadedModel, config: EvalConfig) -> str:
+    """What produced a completion besides its prompt: the generation settings, the base weights and the adapter's weights."""
+    adapter = None
+    if config.adapter is not None:
+        from mosr.models import ADAPTER_WEIGHTS, file_sha256
+
+        weights = Path(config.adapter) / ADAPTER_WEIGHTS
+        adapter = file_sha256(weights) if weights.is_file() else None
+    return _short_hash({**config.generation_key(), "fingerprint": loaded.fingerprint, "adapter_sha256": adapter})
+
+
+@dataclass
+class TaskPlan:
+    """The prompts of one (dataset, attack) task, as the model will see them, and what keys their records."""
+
+    task: Task
+    samples: list[Sample]
+    data_hash: str  # of the task's samples (after --limit): a record is reused only for the same data
+    keys: list[str]
+    prompts: list[str]  # the prompt as judged (attack applied)
+    prefills: list[str]
+    model_prompts: list[str]  # the prompt given to the model (cut from the middle with long_prompts=truncate)
+    prompt_hashes: list[str]
+    truncated: dict[int, dict[str, int]] = field(default_factory=dict)
+
+
+def _n_tokens(tok: Any, text: str) -> int:
+    return len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _cut_middle(tok: Any, prompt: str, prefill: str, system: str | None, budget: int) -> tuple[str, int]:
+    """Drop tokens from the middle of ``prompt`` until the rendered prompt fits ``budget`` tokens."""
+    from mosr.models import format_prompt
+
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    n = _n_tokens(tok, format_prompt(tok, prompt, system=system, response_prefix=prefill))
+    keep = len(ids) - (n - budget)
+    while True:
+        if keep < 2:
+            raise ConfigError(f"the chat template and prefill alone take more than {budget} tokens; lower max_new_tokens")
+        head, tail = (keep + 1) // 2, keep // 2
+        text = tok.decode(ids[:head]) + tok.decode(ids[len(ids) - tail :])
+        n = _n_tokens(tok, format_prompt(tok, text, system=system, response_prefix=prefill))
+        if n <= budget:
+            return text, n
+        keep -= n - budget
+
+
+def plan_tasks(loaded: LoadedModel, config: EvalConfig) -> list[TaskPlan]:
+    """Every task's prompts, checked against the model's context before anything is written."""
+    from mosr.models import context_length, format_prompt
+
+    tok = loaded.tokenizer
+    context = context_length(loaded)
+    budget = context - config.max_new_tokens if context is not None else None
+    plans = []
     for task in config_tasks(config):
         samples = task_samples(task, config.limit, config)
         attack = get_attack(task.attack)
         pairs = [attack.apply(s) for s in samples]
-        keys = [record_key(task.dataset, task.attack, s.id) for s in samples]
-        done = [k in existing for k in keys]
+        plan = TaskPlan(task, samples, samples_hash(samples), [record_key(task.dataset, task.attack, s.id) for s in samples],
+                        [p for p, _ in pairs], [f for _, f in pairs], [p for p, _ in pairs], [])
+        for i, (prompt, prefill) in enumerate(pairs):
+            if budget is None:
+                break
+            n = _n_tokens(tok, format_prompt(tok, prompt, system=config.system, response_prefix=prefill))
+            if n <= budget:
+                continue
+            if config.long_prompts == "refuse":
+                raise ConfigError(
+                    f"{task.dataset}: sample {samples[i].id!r} (row {i + 1}) has {n} prompt tokens; the model's context {context} "
+                    f"minus max_new_tokens {config.max_new_tokens} leaves {budget}. Shorten it, or pass --long-prompts truncate "
+                    "to cut long prompts from the middle"
+                )
+            plan.model_prompts[i], kept = _cut_middle(tok, prompt, prefill, config.system, budget)
+            plan.truncated[i] = {"prompt_tokens": n, "kept_tokens": kept}
+        plan.prompt_hashes = [_short_hash([p, f, m]) for p, f, m in zip(plan.prompts, plan.prefills, plan.model_prompts)]
+        if plan.truncated:
+            log.warning("%s [%s]: %d prompts longer than %d tokens were cut from the middle (recorded in their completions)",
+                        task.dataset, task.attack, len(plan.truncated), budget)
+        plans.append(plan)
+    return plans
+
+
+def check_resumable(run: RunDir, config: EvalConfig) -> None:
+    """Refuse, without writing, a rerun whose generation settings differ from the folder's."""
+    path = run / "eval_config.json"
+    if not path.is_file():
+        return
+    old = run.read_json("eval_config.json")
+    new = config.generation_key()
+    if old != new:
+        diff = "; ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v)
+        raise RunError(f"{run.path} holds completions made with other settings ({diff}); rerun with the folder's settings "
+                       "to resume, or use a new --out folder")
+
+
+def _wanted(plans: list[TaskPlan], settings: str) -> dict[str, tuple[str, str, str]]:
+    return {k: (p.data_hash, h, settings) for p in plans for k, h in zip(p.keys, p.prompt_hashes)}
+
+
+def prune_completions(run: RunDir, plans: list[TaskPlan], settings: str) -> dict[str, dict[str, Any]]:
+    """Keep only the stored completions this request asks for, made from the same data, prompt and settings.
+
+    The file is rewritten (atomically) when anything is dropped, so the folder never mixes runs.
+    Returns the kept records by key.
+    """
+    path = run / COMPLETIONS
+    repair_jsonl(path)
+    wanted = _wanted(plans, settings)
+    kept: dict[str, dict[str, Any]] = {}
+    dropped = 0
+    for rec in iter_jsonl(path):
+        key = rec.get("key")
+        if key in wanted and key not in kept and (rec.get("data_hash"), rec.get("prompt_hash"), rec.get("settings_hash")) == wanted[key]:
+            kept[key] = rec
+        else:
+            dropped += 1
+    if dropped:
+        log.warning("%s: dropped %d stored completions that this request does not ask for or that other data, prompts or "
+                    "settings produced; they are generated again where needed", run.path, dropped)
+        _rewrite(run, [kept[k] for k in wanted if k in kept])
+    return kept
+
+
+def _rewrite(run: RunDir, records: list[dict[str, Any]]) -> None:
+    run.write_text(COMPLETIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: list[TaskPlan] | None = None) -> list[dict[str, Any]]:
+    """Generate (or resume) the completions of every task; returns exactly the requested records, in task order.
+
+    A stored record is reused only when its key, data hash, prompt hash and settings hash all match;
+    at the end ``completions.jsonl`` holds exactly these records in task order.
+    """
+    plans = plans if plans is not None else plan_tasks(loaded, config)
+    settings = settings_hash(loaded, config)
+    existing = prune_completions(run, plans, settings)
+    out: list[dict[str, Any]] = []
+    for plan in plans:
+        task = plan.task
+        done = [k in existing for k in plan.keys]
         if not all(done):
 
-            def save(idx: list[int], texts: list[str], samples=samples, pairs=pairs, keys=keys, task=task) -> None:
+            def save(idx: list[int], texts: list[str], plan: TaskPlan = plan) -> None:
                 recs = []
                 for i, text in zip(idx, texts):
-                    if keys[i] in existing:
+                    if plan.keys[i] in existing:
                         continue
+                    s = plan.samples[i]
                     rec = {
-                        "key": keys[i], "suite": task.suite, "dataset": task.dataset, "attack": task.attack,
-                        "sample_id": samples[i].id, "label": samples[i].label, "category": samples[i].category,
-                        "prompt": pairs[i][0], "prefill": pairs[i][1], "completion": text,
+                        "key": plan.keys[i], "suite": plan.task.suite, "dataset": plan.task.dataset, "attack": plan.task.attack,
+                        "sample_id": s.id, "label": s.label, "category": s.category,
+                        "prompt": plan.prompts[i], "prefill": plan.prefills[i], "completion": text,
+                        "data_hash": plan.data_hash, "prompt_hash": plan.prompt_hashes[i], "settings_hash": settings,
                     }
-                    existing[keys[i]] = rec
+                    if i in plan.truncated:
+                        rec["truncated"] = plan.truncated[i]
+                        rec["model_prompt"] = plan.model_prompts[i]
+                    existing[plan.keys[i]] = rec
                     recs.append(rec)
                 run.append_jsonl(COMPLETIONS, recs)
 
             generate(
-                loaded, [p for p, _ in pairs], response_prefixes=[f for _, f in pairs],
+                loaded, plan.model_prompts, response_prefixes=plan.prefills,
                 max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, system=config.system,
-                desc=f"{task.dataset} [{task.attack}]", on_batch=save, done=done,
+                desc=f"{task.dataset} [{task.attack}]", on_batch=save, done=done, max_batch_tokens=config.max_batch_tokens,
             )
-        out.extend(existing[k] for k in keys)
+        out.extend(existing[k] for k in plan.keys)
+    if [r["key"] for r in run.read_jsonl(COMPLETIONS)] != [r["key"] for r in out]:
+        _rewrite(run, out)  # task order, so a resumed run's file is the same as an uninterrupted run's
     return out
 
 
@@ -312,9 +450,13 @@ def plot_rates(metrics: dict[str, Any], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def finish_run(run: RunDir, judge_name: str) -> dict[str, Any]:
-    """Judge the stored completions and write judgments, metrics, summary and plot."""
-    records = run.read_jsonl(COMPLETIONS)
+def finish_run(run: RunDir, judge_name: str, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Judge the completions (``records``, default: the stored ones) and write judgments, metrics, summary and plot.
+
+    A run with fewer completions than it asked for (``expected_completions`` in ``run.json``) is marked
+    ``incomplete`` in the metrics and the summary.
+    """
+    records = records if records is not None else run.read_jsonl(COMPLETIONS)
     if not records:
         raise RunError(f"{run.path} has no completions to judge")
     meta = run.read_json("run.json") if (run / "run.json").is_file() else {}
@@ -326,35 +468,80 @@ def finish_run(run: RunDir, judge_name: str) -> dict[str, Any]:
     metrics["judge"] = judge_name
     metrics["model"] = cfg.get("model")
     metrics["adapter"] = cfg.get("adapter")
+    metrics["truncated_prompts"] = sum(1 for r in records if r.get("truncated"))
+    expected = meta.get("expected_completions")
+    if isinstance(expected, int) and len(records) < expected:
+        metrics["incomplete"] = {"completions": len(records), "expected": expected}
     run.write_json("metrics.json", metrics)
     info = {"model": cfg.get("model"), "adapter": cfg.get("adapter"), "judge": judge_name}
-    run.write_text("summary.md", summary_markdown(metrics, info))
+    summary = summary_markdown(metrics, info)
+    if "incomplete" in metrics:
+        title, _, rest = summary.partition("\n")
+        summary = (f"{title}\n\n**Incomplete run: {len(records)} of {expected} completions.** Rerun the same `mosr eval` command "
+                   f"to finish it; the rates below cover only the finished completions.\n{rest}")
+    run.write_text("summary.md", summary)
     plot_rates(metrics, run / "rates.png", f"{cfg.get('model')}{' + ' + str(cfg.get('adapter')) if cfg.get('adapter') else ''} (judge: {judge_name})")
     return metrics
 
 
+def _update_perplexity(loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: list[TaskPlan], settings: str) -> None:
+    """Reference perplexity of the capability tasks, kept only while their data and settings are unchanged."""
+    path = run / PERPLEXITY
+    cap = [p for p in plans if p.task.suite == "capability"]
+    if not cap:
+        path.unlink(missing_ok=True)  # a file from an earlier request would enter the metrics
+        return
+    request = _short_hash([[p.task.dataset, p.data_hash] for p in cap] + [settings])
+    stored = run.read_jsonl(PERPLEXITY) if path.is_file() else []
+    if stored and all(r.get("request_hash") == request for r in stored):
+        return
+    rows: list[dict[str, Any]] = []
+    for plan in cap:
+        rows += [{**r, "request_hash": request} for r in reference_nll(loaded, plan.samples, system=config.system)]
+    run.write_text(PERPLEXITY, "".join(json.dumps(r) + "\n" for r in rows))
+
+
 def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None = None) -> dict[str, Any]:
-    """Generate (resuming if possible), judge and summarise. Returns the metrics."""
+    """Generate (resuming if possible), judge and summarise. Returns the metrics.
+
+    Everything that can refuse the run (judge, datasets, model, prompt lengths, the folder's settings)
+    is checked before anything is written; a refused command leaves the folder as it was.
+    """
     from mosr.judges import get_judge
     from mosr.models import load_model
 
     get_judge(config.judge)  # fail on an unknown judge before any generation
     tasks = config_tasks(config)
-    data_hashes = {t.dataset: samples_hash(task_samples(t, config.limit, config)) for t in tasks}
+    for t in tasks:
+        task_samples(t, config.limit, config)  # fail on a bad dataset before the model loads
     if loaded is None:
         loaded = load_model(config.model, config.adapter)  # fails before anything is written
+    plans = plan_tasks(loaded, config)
+    out = Path(out)
+    if (out / "eval_config.json").is_file():
+        check_resumable(RunDir(out, create=False), config)
+    fresh = not (out / "run.json").is_file()
     run = RunDir(out)
-    _check_resumable(run, config)
-    run.write_metadata(command="eval", config=asdict(config), seed=config.seed, data_hashes=data_hashes, model=loaded.describe())
-    torch.manual_seed(config.seed)
-    generate_completions(loaded, config, run)
-    if "capability" in config.suites and not (run / PERPLEXITY).is_file():
-        rows: list[dict[str, Any]] = []
-        for task in tasks:
-            if task.suite == "capability":
-                rows += reference_nll(loaded, task_samples(task, config.limit), system=config.system)
-        run.write_text(PERPLEXITY, "".join(json.dumps(r) + "\n" for r in rows))
-    return finish_run(run, config.judge)
+    try:
+        settings = settings_hash(loaded, config)
+        run.write_json("eval_config.json", config.generation_key())
+        for name in DERIVED:
+            (run / name).unlink(missing_ok=True)  # remade below from exactly the requested completions
+        run.write_metadata(command="eval", config=asdict(config), seed=config.seed, model=loaded.describe(),
+                           data_hashes={p.task.dataset: p.data_hash for p in plans},
+                           extra={"expected_completions": sum(len(p.keys) for p in plans),
+                                  "truncated_prompts": sum(len(p.truncated) for p in plans)})
+        torch.manual_seed(config.seed)
+        records = generate_completions(loaded, config, run, plans)
+        _update_perplexity(loaded, config, run, plans, settings)
+    except MosrError:
+        if fresh and not run.read_jsonl(COMPLETIONS):
+            for name in ("run.json", "eval_config.json", COMPLETIONS):
+                (run / name).unlink(missing_ok=True)
+            if not any(run.path.iterdir()):
+                run.path.rmdir()
+        raise
+    return finish_run(run, config.judge, records)
 
 
 def load_verdicts(run_dir: str | Path) -> dict[tuple[str, str, str], str]:

@@ -29,12 +29,39 @@ class GenerationConfig:
     max_new_tokens: int = 64
     batch_size: int = 32
     system: str | None = None
+    max_batch_tokens: int | None = None  # rows x (longest prompt + max_new_tokens) per batch; None = rows only
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ConfigError(f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
+
+
+def plan_batches(lengths: Sequence[int], *, batch_size: int, max_new_tokens: int, max_batch_tokens: int | None = None) -> list[list[int]]:
+    """Prompt indices per batch: longest first, at most ``batch_size`` rows and ``max_batch_tokens`` tokens.
+
+    A batch costs rows x (its longest prompt + ``max_new_tokens``) tokens of KV cache. The batches are
+    a function of the prompt lengths alone, so a resumed run decodes each prompt in the same batch.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    start = 0
+    while start < len(order):
+        width = lengths[order[start]] + max_new_tokens
+        rows = batch_size
+        if max_batch_tokens is not None:
+            if width > max_batch_tokens:
+                raise ConfigError(
+                    f"max_batch_tokens {max_batch_tokens} is below what one prompt needs ({lengths[order[start]]} prompt tokens + "
+                    f"max_new_tokens {max_new_tokens}); raise max_batch_tokens to at least {width}"
+                )
+            rows = max(1, min(batch_size, max_batch_tokens // width))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -126,6 +153,7 @@ def generate(
     desc: str = "generating",
     on_batch: Callable[[list[int], list[str]], None] | None = None,
     done: Sequence[bool] | None = None,
+    max_batch_tokens: int | None = None,
 ) -> list[str]:
     """Greedy completions for raw user prompts, in the order given.
 
@@ -134,9 +162,10 @@ def generate(
     ``on_batch(indices, completions)`` is called after each batch, so callers can persist results as
     they finish. Batches are fixed by prompt length alone, so a resumed run (``done`` marks prompts
     already finished; batches made only of those are skipped and return ``""``) decodes every
-    remaining prompt in exactly the batch it had in an uninterrupted run.
+    remaining prompt in exactly the batch it had in an uninterrupted run. ``max_batch_tokens`` bounds
+    each batch by rows x (longest prompt + ``max_new_tokens``), so memory stays within a stated budget.
     """
-    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, max_batch_tokens=max_batch_tokens)
     if response_prefixes is not None and len(response_prefixes) != len(prompts):
         raise ConfigError(f"{len(response_prefixes)} response prefixes for {len(prompts)} prompts")
     tok = loaded.tokenizer
@@ -148,13 +177,13 @@ def generate(
         for i, p in enumerate(prompts)
     ]
     lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+    batches = plan_batches(lengths, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
+                           max_batch_tokens=config.max_batch_tokens)
     stop_ids = stop_token_ids(tok)
     results: list[str | None] = [None] * len(texts)
     bar = progress(total=len(texts), desc=desc, unit="prompt")
     try:
-        for start in range(0, len(order), config.batch_size):
-            idx = order[start : start + config.batch_size]
+        for idx in batches:
             if done is not None and all(done[i] for i in idx):
                 bar.update(len(idx))
                 continue

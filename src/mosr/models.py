@@ -327,6 +327,17 @@ def attach_adapter(loaded: LoadedModel, adapter: str | os.PathLike[str]) -> Load
     return loaded
 
 
+def context_length(loaded: LoadedModel) -> int | None:
+    """Most tokens the model attends over (prompt + generated), from its config; None when it does not say."""
+    config = getattr(loaded.model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(loaded.tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < 10**7 else None
+
+
 def format_prompt(tokenizer: Any, prompt: str, *, system: str | None = None, response_prefix: str = "") -> str:
     """Render one user turn through the tokenizer's chat template, ready for the assistant to answer.
 

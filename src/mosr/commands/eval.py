@@ -23,6 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--system", default=None, help="system prompt (default: the chat template's own)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--long-prompts", choices=("refuse", "truncate"), default="refuse",
+                   help="a prompt longer than the model's context minus --max-new-tokens: refuse the run (default), or cut the "
+                        "prompt from the middle (recorded in its completion)")
+    p.add_argument("--max-batch-tokens", type=int, default=32768,
+                   help="memory budget of one generation batch in tokens: rows x (longest prompt + max new tokens)")
     p.set_defaults(func=run)
 
 
@@ -31,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, adapter=args.adapter, suites=args.suite or ([] if args.dataset else ["over-refusal"]),
         datasets=args.dataset, prompt_column=args.prompt_column, label_column=args.label_column, limit=args.limit, judge=args.judge,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, system=args.system, seed=args.seed,
+        long_prompts=args.long_prompts, max_batch_tokens=args.max_batch_tokens,
     )
     metrics = run_eval(config, args.out)
     for name, value in headline(metrics).items():

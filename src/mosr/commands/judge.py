@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from mosr.evaluate import finish_run, headline
 from mosr.runs import RunDir
@@ -20,6 +21,10 @@ def run(args: argparse.Namespace) -> int:
 
     get_judge(args.judge)
     metrics = finish_run(RunDir(args.run_dir, create=False), args.judge)
+    if "incomplete" in metrics:
+        gap = metrics["incomplete"]
+        print(f"warning: incomplete: {gap['completions']} of {gap['expected']} completions; the rates cover only those. "
+              "Rerun the same `mosr eval` command to finish the run", file=sys.stderr)
     for name, value in headline(metrics).items():
         print(f"{name:24} {value.fmt() if hasattr(value, 'fmt') else f'{value:.2f}'}")
     return 0
