@@ -115,7 +115,7 @@ def toy_data(n: int = 6):
 def tcfg(**kw):
     from mosr.training import TrainConfig
 
-    base = dict(method="mosr", model="tiny", steps=2, batch_size=2, checkpoint_every=0, oalw_k=2, lr=1e-2, max_length=64, rep_norm_rows=4)
+    base = dict(method="mosr", model="tiny", steps=2, batch_size=2, checkpoint_every=0, oalw_k=2, lr=1e-2, max_length=128, rep_norm_rows=4)
     base.update(kw)
     return TrainConfig(**base)
 

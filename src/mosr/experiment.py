@@ -311,7 +311,7 @@ class Runners:
 def _train(config: Any, out: Path) -> Any:
     from mosr.training import train
 
-    return train(config, out, resume=True)  # a half-done stage continues from its last checkpoint
+    return train(config, out, resume="auto")  # a half-done stage continues from its last checkpoint
 
 
 def _evaluate(config: Any, out: Path) -> Any:

@@ -18,6 +18,7 @@ several processes (each process draws its own batches; gradients are averaged).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from mosr import __version__
-from mosr.errors import ConfigError, RunError, TrainingError
+from mosr.errors import ConfigError, MosrError, RunError, TrainingError
 from mosr.models import ADAPTER_META, LoadedModel, encode_chat_pair, format_prompt, num_layers, template_prefix_length
 from mosr.progress import progress
 from mosr.runs import RunDir, atomic_write_text
@@ -229,12 +230,21 @@ class Trainer:
         from safetensors.torch import load_file, save_file
 
         path = self.run / "rep_norm.safetensors"
+        key = self._cache_key("rep_norm")
         with self.accelerator.main_process_first():
             if path.is_file():
-                t = load_file(str(path))
-                if t["layers"].tolist() == self.norm_layers:
+                try:
+                    from safetensors import safe_open
+
+                    with safe_open(str(path), framework="pt") as fh:
+                        stored = (fh.metadata() or {}).get("key")
+                    t = load_file(str(path))
+                except Exception:  # a torn or foreign file is computed again
+                    stored = None
+                if stored == key and t["layers"].tolist() == self.norm_layers:
                     self.rep_mean, self.rep_std = t["mean"], t["std"]
                     return
+                log.info("%s was made with other settings; computing it again", path)
             rng = random.Random(self.cfg.seed * 7919 + 17)
             half = max(1, self.cfg.rep_norm_rows // 2)
             rows = [self.malicious[i][1] for i in rng.sample(range(len(self.malicious)), min(half, len(self.malicious)))]
@@ -252,7 +262,10 @@ class Trainer:
                     ms.append(_scope_mask(chunk, width, "all", self.cfg.skip_first_token))
             self.rep_mean, self.rep_std = losses.rep_stats(torch.cat(hs, dim=1), torch.cat(ms, dim=0))
             if self.accelerator.is_main_process:
-                save_file({"layers": torch.tensor(self.norm_layers), "mean": self.rep_mean.contiguous(), "std": self.rep_std.contiguous()}, str(path))
+                tmp = path.with_name(f".{path.name}.tmp")
+                save_file({"layers": torch.tensor(self.norm_layers), "mean": self.rep_mean.contiguous(), "std": self.rep_std.contiguous()},
+                          str(tmp), metadata={"key": key})
+                tmp.replace(path)
 
     # ------------------------------------------------------------------------------- OALW
     def setup_oalw(self) -> None:
@@ -260,13 +273,21 @@ class Trainer:
         if not self.spec.oalw:
             return
         path = self.run / "oalw_weights.csv"
+        sidecar = self.run / "oalw_weights.json"
         ids = [p.id for p, _ in self.malicious]
+        key = self._cache_key("oalw")
         with self.accelerator.main_process_first():
-            if path.is_file():
-                rows = list(csv.DictReader(open(path, encoding="utf-8")))
-                if [r["id"] for r in rows] == ids:
+            if path.is_file() and sidecar.is_file():
+                try:
+                    stored = json.loads(sidecar.read_text(encoding="utf-8")).get("key")
+                    with open(path, encoding="utf-8") as fh:
+                        rows = list(csv.DictReader(fh))
+                except (OSError, ValueError, AttributeError):
+                    stored, rows = None, []
+                if stored == key and [r.get("id") for r in rows] == ids:
                     self.erase_weights = torch.tensor([float(r["weight"]) for r in rows])
                     return
+                log.info("%s was made with other settings; computing it again", path)
             layer = self.cfg.resolved_oalw_layer(self.n_layers)
             feats_m = self._features([e for _, e in self.malicious], layer)
             feats_p = self._features([e for _, e in self.pseudo], layer)
@@ -274,11 +295,33 @@ class Trainer:
             w = oalw.weights(sim, self.cfg.oalw_tau, self.cfg.oalw_sign)
             self.erase_weights = w.float()
             if self.accelerator.is_main_process:
+                sidecar.unlink(missing_ok=True)  # the key goes last: a torn update is never mistaken for a valid cache
                 lines = ["id,source,similarity,weight"] + [
                     f"{p.id},{p.source},{s:.6f},{x:.6f}" for (p, _), s, x in zip(self.malicious, sim.tolist(), w.tolist())
                 ]
                 atomic_write_text(path, "\n".join(lines) + "\n")
+                atomic_write_text(sidecar, json.dumps({"key": key, "inputs": self._cache_inputs("oalw")}, indent=1) + "\n")
                 _plot_weights(self.run / "oalw_weights.png", sim.tolist(), w.tolist(), self.cfg)
+
+    # ------------------------------------------------------------------------- cache keys
+    def _cache_inputs(self, what: str) -> dict[str, Any]:
+        """Everything a derived file (``rep_norm`` statistics, OALW weights) depends on."""
+        cfg = self.cfg
+        inputs: dict[str, Any] = {
+            "base": self.loaded.fingerprint, "data": self.data.hashes, "max_length": cfg.max_length,
+            "skip_first_token": cfg.skip_first_token, "malicious": [p.id for p, _ in self.malicious],
+        }
+        if what == "rep_norm":
+            inputs.update(layers=self.norm_layers, rows=cfg.rep_norm_rows, seed=cfg.seed,
+                          retain=[p.id for p, _ in self.retain_pool])
+        else:
+            inputs.update(layer=cfg.resolved_oalw_layer(self.n_layers), pooling=cfg.oalw_pooling, similarity=cfg.oalw_similarity,
+                          k=cfg.oalw_k, tau=cfg.oalw_tau, sign=cfg.oalw_sign, pseudo=[p.id for p, _ in self.pseudo],
+                          rep_norm=cfg.rep_norm, rep_norm_key=self._cache_key("rep_norm") if cfg.rep_norm != "none" else None)
+        return inputs
+
+    def _cache_key(self, what: str) -> str:
+        return hashlib.sha256(json.dumps(self._cache_inputs(what), sort_keys=True).encode()).hexdigest()[:16]
 
     @torch.no_grad()
     def _features(self, rows: list[Encoded], layer: int, batch: int = 16) -> torch.Tensor:
@@ -453,13 +496,13 @@ class Trainer:
         return int(state["step"])
 
     # ------------------------------------------------------------------------------- loop
-    def train(self, *, resume: bool = False) -> TrainResult:
+    def train(self, *, resume: bool | str = False) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
         start = 0
         if resume:
             ckpt = self.latest_checkpoint()
             if ckpt is None:
-                log.info("no checkpoint in %s; starting from step 0", self.run.path)
+                (log.warning if resume is True else log.info)("no checkpoint in %s yet; starting from step 0", self.run.path)
             else:
                 start = self.load_checkpoint(ckpt)
                 log.info("resumed from %s (step %d)", ckpt, start)
@@ -485,7 +528,7 @@ class Trainer:
                     where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet"
                     raise TrainingError(
                         f"step {step}: non-finite loss ({', '.join(f'{k}={v:.4g}' for k, v in parts.items())}); {where}. "
-                        "Lower lr or alpha and rerun with --resume"
+                        "Lower lr or alpha and train into a new --out (a resumed run must keep its config)"
                     )
                 acc.backward(loss)
                 if cfg.max_grad_norm > 0:
@@ -593,34 +636,85 @@ def _plot_weights(path: Path, sims: list[float], ws: list[float], cfg: TrainConf
 
 
 # ------------------------------------------------------------------------------------------ entry
-def train(cfg: TrainConfig, out: str | Path, *, resume: bool = False, loaded: LoadedModel | None = None,
+_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints")
+
+
+def check_train_folder(out: str | Path, cfg: TrainConfig, resume: bool | str) -> None:
+    """Refuse, before anything is written, a command that cannot continue the run in ``out``.
+
+    ``resume=True`` (``--resume``) needs a training run in ``out`` and its config (only steps and
+    checkpointing may change); ``"auto"`` resumes when there is something to resume; ``False`` refuses
+    a folder that already has checkpoints.
+    """
+    out = Path(out)
+    found = sorted((out / CHECKPOINT_DIR).glob("step-*"))
+    meta_file = out / "run.json"
+    if not resume:
+        if found:
+            raise RunError(f"{out} already has checkpoints; pass --resume to continue or choose a new --out")
+        return
+    if not found:
+        if resume is True and not meta_file.is_file():
+            raise RunError(f"--resume: {out} holds no training run, so there is nothing to resume; drop --resume to start one there")
+        return
+    try:
+        digest = json.loads((found[-1] / "state.json").read_text())["config_digest"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunError(f"{found[-1]} is damaged ({exc}); delete it to resume from the checkpoint before it, or use a new --out") from exc
+    if digest == cfg.digest():
+        return
+    diff = ""
+    try:
+        old = json.loads(meta_file.read_text(encoding="utf-8"))["config"]
+        new = cfg.to_dict()
+        diff = " (" + "; ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items()
+                                if old.get(k) != v and k not in _RESUMABLE_CHANGES) + ")"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    raise RunError(f"{out} was trained with a different config{diff}; a resumed run keeps its config (only "
+                   f"{', '.join(_RESUMABLE_CHANGES)} may change): resume with the folder's values, or train into a new --out")
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, loaded: LoadedModel | None = None,
           data: TrainingData | None = None, command: str = "mosr train") -> TrainResult:
     """Train ``cfg.method`` on ``cfg.model`` (or ``loaded``) and write the adapter run folder ``out``.
 
-    After it returns, ``loaded.model`` is the trained peft model and ``loaded.adapter`` points to ``out``.
+    ``resume``: ``True`` continues the run in ``out`` (refused when there is none, or when the config
+    changed), ``"auto"`` continues it when there is one, ``False`` starts a new run. A refused command
+    writes nothing. After it returns, ``loaded.model`` is the trained peft model and ``loaded.adapter``
+    points to ``out``.
     """
     from accelerate import Accelerator
 
     from mosr.models import load_model
     from mosr.training.data import build_training_data, save_pairs
 
+    if resume not in (True, False, "auto"):
+        raise ConfigError(f"resume must be True, False or 'auto', got {resume!r}")
+    check_train_folder(out, cfg, resume)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
     if loaded is None:
         loaded = load_model(cfg.model, device=accelerator.device)
     cfg.check_model(num_layers(loaded.model))
-    run = RunDir(out)
     if data is None:
         with accelerator.main_process_first():
             data = build_training_data(loaded, cfg)
+    fresh = not (Path(out) / "run.json").is_file()
+    run = RunDir(out)
     trainer = Trainer(loaded, cfg, data, run.path, accelerator=accelerator)
-    if accelerator.is_main_process:
-        run.write_metadata(command=command, config=cfg.to_dict(), seed=cfg.seed, data_hashes=data.hashes, model=loaded.describe(),
-                           extra={"training_data": data.describe(), "target_layers": trainer.target_layers,
-                                  "lora_layers": trainer.lora_layers, "processes": accelerator.num_processes})
-        if not (run / "train_data.jsonl").is_file():
-            run.append_jsonl("train_data.jsonl", save_pairs(data))
-    result = trainer.train(resume=resume)
+    try:
+        if accelerator.is_main_process:
+            run.write_metadata(command=command, config=cfg.to_dict(), seed=cfg.seed, data_hashes=data.hashes, model=loaded.describe(),
+                               extra={"training_data": data.describe(), "target_layers": trainer.target_layers,
+                                      "lora_layers": trainer.lora_layers, "processes": accelerator.num_processes})
+            run.write_text("train_data.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in save_pairs(data)))
+        result = trainer.train(resume=resume)
+    except MosrError:
+        if fresh and accelerator.is_main_process and trainer.latest_checkpoint() is None:
+            for name in ("run.json", "train_data.jsonl"):
+                (run / name).unlink(missing_ok=True)  # a failed first run leaves no metadata that claims a run
+        raise
     if accelerator.is_main_process:
         meta = run.read_json("run.json")
         meta["result"] = {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens_per_s": round(result.tokens_per_s, 1),
