@@ -456,3 +456,63 @@ def test_a_failed_first_eval_leaves_no_metadata(tmp_path, tiny, monkeypatch):
     with pytest.raises(RunError, match="disk trouble"):
         run_eval(ecfg(), tmp_path / "run", loaded=tiny)
     assert not (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "eval_config.json").exists()
+
+
+# ----------------------------------------------------------------------- one folder, one run at a time
+def test_a_command_does_not_write_into_another_commands_run(tmp_path, tiny):
+    from mosr.training import train
+
+    train(tcfg(), tmp_path / "adapter", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    before = snapshot(tmp_path / "adapter")
+    with pytest.raises(RunError, match=r"holds a `mosr train` run.*another --out"):
+        run_eval(ecfg(), tmp_path / "adapter", loaded=tiny)
+    assert snapshot(tmp_path / "adapter") == before
+    run_eval(ecfg(), tmp_path / "eval", loaded=tiny)
+    before = snapshot(tmp_path / "eval")
+    with pytest.raises(RunError, match=r"holds a `mosr eval` run"):
+        train(tcfg(), tmp_path / "eval", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    assert snapshot(tmp_path / "eval") == before
+
+
+def test_a_second_command_on_a_busy_folder_is_refused(tmp_path, tiny):
+    import subprocess
+    import sys
+
+    (tmp_path / "run").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\nf = open(sys.argv[1], 'a+'); f.write('mosr eval, pid 1\\n'); "
+                               "f.flush(); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(tmp_path / "run" / ".mosr.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunError, match=r"in use by another mosr command \(mosr eval, pid 1\)"):
+            run_eval(ecfg(), tmp_path / "run", loaded=tiny)
+        assert not (tmp_path / "run" / "run.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    run_eval(ecfg(), tmp_path / "run", loaded=tiny)  # a killed holder leaves no stale lock
+
+
+def test_damaged_run_files_are_clear_errors(tmp_path, tiny):
+    run_eval(ecfg(), tmp_path / "run", loaded=tiny)
+    comp = tmp_path / "run" / "completions.jsonl"
+    recs = lines(comp)
+    comp.write_text(json.dumps({k: v for k, v in recs[0].items() if k != "completion"}) + "\n" + json.dumps(recs[1]) + "\n")
+    with pytest.raises(RunError, match=r"record 1 lacks completion"):
+        finish_run(RunDir(tmp_path / "run", create=False), "keyword")
+    comp.write_text(json.dumps(recs[1]) + "\n" + json.dumps(recs[1]) + "\n")
+    with pytest.raises(RunError, match=r"1 duplicate records"):
+        finish_run(RunDir(tmp_path / "run", create=False), "keyword")
+    (tmp_path / "run" / "run.json").write_text("{not json")
+    with pytest.raises(RunError, match=r"run.json is not valid JSON"):
+        run_eval(ecfg(), tmp_path / "run", loaded=tiny)
+
+
+def test_a_dataset_given_twice_and_a_budget_beyond_the_context_are_refused(tmp_path, tiny, monkeypatch):
+    data = write_csv(tmp_path / "d.csv", ["How do I bake bread?"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="given twice"):
+        ecfg(suites=[], sets=[], datasets=[str(data), "d.csv"])
+    with pytest.raises(ConfigError, match=r"max_new_tokens 600 .* context of 512"):
+        run_eval(ecfg(max_new_tokens=600), tmp_path / "run", loaded=tiny)
+    assert not (tmp_path / "run").exists()

@@ -32,7 +32,7 @@ from mosr.generation import generate
 from mosr.metrics import Rate, verdict_rates
 from mosr.models import LoadedModel, encode_chat_pair
 from mosr.progress import progress
-from mosr.runs import RunDir, iter_jsonl, repair_jsonl
+from mosr.runs import LOCK_FILE, RunDir, check_run_kind, iter_jsonl, repair_jsonl
 from mosr.suites import Task, resolve_suites, tasks_for
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,12 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         self.suites = resolve_suites(self.suites) if (self.suites or not self.datasets) else []
+        seen: dict[Path, str] = {}
         for path in self.datasets:
             load_dataset(path, prompt_column=self.prompt_column, label_column=self.label_column)  # validate early
+            same = seen.setdefault(Path(path).resolve(), path)
+            if same != path or self.datasets.count(path) > 1:
+                raise ConfigError(f"--dataset {path} is given twice{f' (as {same})' if same != path else ''}; its prompts would count twice")
         if self.sets:
             known = {k for t in tasks_for(self.suites) for k in (t.dataset, t.key)}
             unknown = [x for x in self.sets if x not in known]
@@ -165,6 +169,9 @@ def plan_tasks(loaded: LoadedModel, config: EvalConfig) -> list[TaskPlan]:
     tok = loaded.tokenizer
     context = context_length(loaded)
     budget = context - config.max_new_tokens if context is not None else None
+    if budget is not None and budget < 1:
+        raise ConfigError(f"max_new_tokens {config.max_new_tokens} leaves no room for a prompt in the model's context of {context} "
+                          f"tokens; use at most {context - 1}")
     plans = []
     for task in config_tasks(config):
         samples = task_samples(task, config.limit, config)
@@ -459,6 +466,15 @@ def finish_run(run: RunDir, judge_name: str, records: list[dict[str, Any]] | Non
     records = records if records is not None else run.read_jsonl(COMPLETIONS)
     if not records:
         raise RunError(f"{run.path} has no completions to judge")
+    for i, rec in enumerate(records, 1):
+        missing = [k for k in ("key", "suite", "dataset", "attack", "sample_id", "prompt", "completion") if not isinstance(rec.get(k), str)]
+        if missing:
+            raise RunError(f"{run / COMPLETIONS}: record {i} lacks {', '.join(missing)}; the file was damaged, rerun `mosr eval` "
+                           "into a new --out")
+    keys = [rec["key"] for rec in records]
+    if len(set(keys)) != len(keys):
+        raise RunError(f"{run / COMPLETIONS} holds {len(keys) - len(set(keys))} duplicate records; rerun the same `mosr eval` "
+                       "command into the folder to repair it")
     meta = run.read_json("run.json") if (run / "run.json").is_file() else {}
     judgments = judge_records(records, judge_name)
     run.write_text(JUDGMENTS, "".join(json.dumps(j, ensure_ascii=False) + "\n" for j in judgments))
@@ -518,10 +534,26 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
         loaded = load_model(config.model, config.adapter)  # fails before anything is written
     plans = plan_tasks(loaded, config)
     out = Path(out)
+    check_run_kind(out, "eval")
     if (out / "eval_config.json").is_file():
         check_resumable(RunDir(out, create=False), config)
-    fresh = not (out / "run.json").is_file()
+    fresh, existed = not (out / "run.json").is_file(), out.exists()
     run = RunDir(out)
+    try:
+        with run.lock("mosr eval"):
+            if (out / "eval_config.json").is_file():
+                check_resumable(run, config)  # again, now that no other command can change the folder
+            records = _accepted_eval(loaded, config, run, plans, fresh)
+    except MosrError:
+        if not existed and [p.name for p in run.path.iterdir()] == [LOCK_FILE]:
+            (run / LOCK_FILE).unlink()
+            run.path.rmdir()  # a failed first run leaves no folder behind
+        raise
+    return finish_run(run, config.judge, records)
+
+
+def _accepted_eval(loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: list[TaskPlan], fresh: bool) -> list[dict[str, Any]]:
+    """Write the metadata, then generate; a failed first run takes its metadata back."""
     try:
         settings = settings_hash(loaded, config)
         run.write_json("eval_config.json", config.generation_key())
@@ -538,10 +570,8 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
         if fresh and not run.read_jsonl(COMPLETIONS):
             for name in ("run.json", "eval_config.json", COMPLETIONS):
                 (run / name).unlink(missing_ok=True)
-            if not any(run.path.iterdir()):
-                run.path.rmdir()
         raise
-    return finish_run(run, config.judge, records)
+    return records
 
 
 def load_verdicts(run_dir: str | Path) -> dict[tuple[str, str, str], str]:

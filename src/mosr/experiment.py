@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from mosr.errors import ConfigError, MosrError, RunError
 from mosr.progress import progress
-from mosr.runs import RunDir, atomic_write_text, dumps, now_iso
+from mosr.runs import RunDir, atomic_write_text, check_run_kind, dumps, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -545,13 +545,19 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, runners: Runners |
     start = time.perf_counter()
     root = Path(out)
     validate(cfg, root)  # fails before anything is written
+    check_run_kind(root, "experiment")
     run = RunDir(root)
+    with run.lock("mosr experiment"):
+        return _run_accepted(cfg, root, run, runners, command, start)
+
+
+def _run_accepted(cfg: ExperimentConfig, root: Path, run: RunDir, runners: Runners | None, command: str | None,
+                  start: float) -> ExperimentResult:
     plan = build_plan(cfg, root, runners)
     with disk_errors(root):
         run.write_json("experiment.json", cfg.to_dict())
-        if not (root / "run.json").is_file():
-            run.write_metadata(command="experiment", config=cfg.to_dict(), seed=cfg.seeds[0],
-                               extra={"stages": [s.name for s in plan.stages]})
+        run.write_metadata(command="experiment", config=cfg.to_dict(), seed=cfg.seeds[0],
+                           extra={"stages": [s.name for s in plan.stages]})  # describes the current config
 
     def report_action(folder: Path) -> None:
         from mosr.report import write_report

@@ -8,6 +8,7 @@ rename), and line-oriented results are appended to JSONL so an interrupted run l
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -22,6 +23,8 @@ from typing import Any
 
 from mosr.errors import RunError
 
+LOCK_FILE = ".mosr.lock"
+_HELD: set[str] = set()  # lock files this process holds
 _PACKAGES = ("mosr", "torch", "transformers", "peft", "accelerate", "numpy", "scikit-learn", "gguf", "safetensors")
 
 
@@ -141,7 +144,48 @@ class RunDir:
         path = self.path / name
         if not path.is_file():
             raise RunError(f"{path} not found; is {self.path} a mosr run folder?")
-        return json.loads(path.read_text(encoding="utf-8"))
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RunError(f"{path} is not valid JSON ({exc}); the folder was damaged, use another --out") from exc
+
+    # ------------------------------------------------------------------ lock
+    @contextlib.contextmanager
+    def lock(self, command: str) -> Iterator[None]:
+        """Hold the folder while a command writes into it; a second command on the same folder is refused.
+
+        The lock (``flock`` on ``.mosr.lock``) belongs to the open file, so a killed process releases
+        it at once and no stale lock is left behind. Re-entrant within one process.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no flock on this platform: no lock
+            yield
+            return
+        path = self.path / LOCK_FILE
+        key = str(path.resolve())
+        if key in _HELD:
+            yield
+            return
+        fh = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            owner = fh.read().strip() or "another process"
+            fh.close()
+            raise RunError(f"{self.path} is in use by another mosr command ({owner}); wait for it to finish or use another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{command}, pid {os.getpid()}\n")
+        fh.flush()
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.path / name
@@ -185,6 +229,26 @@ class RunDir:
             **(extra or {}),
         }
         return self.write_json("run.json", meta)
+
+
+def run_kind(folder: str | os.PathLike[str]) -> str | None:
+    """The command whose ``run.json`` is in ``folder`` (``eval``, ``train``, ``analyze``, ``experiment``), or None."""
+    path = Path(folder) / "run.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RunError(f"{path} is not valid JSON ({exc}); the folder was damaged, use another --out") from exc
+    command = meta.get("command") if isinstance(meta, dict) else None
+    return str(command).split()[-1] if isinstance(command, str) and command.strip() else "unknown"
+
+
+def check_run_kind(folder: str | os.PathLike[str], kind: str) -> None:
+    """Refuse to write a ``kind`` run into a folder that holds a run of another command."""
+    found = run_kind(folder)
+    if found is not None and found != kind:
+        raise RunError(f"{folder} holds a `mosr {found}` run; `mosr {kind}` would overwrite its run.json: use another --out")
 
 
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:

@@ -214,8 +214,9 @@ def default_plot_layers(layers: Sequence[int]) -> list[int]:
 def run_analyze(cfg: AnalyzeConfig, out: str | Path) -> dict[str, Any]:
     """Run the whole analysis into ``out`` and return the metrics (also written to metrics.json)."""
     from mosr.models import attach_adapter, load_model
-    from mosr.runs import RunDir
+    from mosr.runs import RunDir, check_run_kind
 
+    check_run_kind(out, "analyze")
     run = RunDir(out)
     prompts, info = load_groups(cfg)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else run.path / "representations"

@@ -20,7 +20,9 @@ def run(args: argparse.Namespace) -> int:
     from mosr.judges import get_judge
 
     get_judge(args.judge)
-    metrics = finish_run(RunDir(args.run_dir, create=False), args.judge)
+    run = RunDir(args.run_dir, create=False)
+    with run.lock("mosr judge"):
+        metrics = finish_run(run, args.judge)
     if "incomplete" in metrics:
         gap = metrics["incomplete"]
         print(f"warning: incomplete: {gap['completions']} of {gap['expected']} completions; the rates cover only those. "

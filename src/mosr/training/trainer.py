@@ -17,6 +17,7 @@ several processes (each process draws its own batches; gradients are averaged).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -36,7 +37,7 @@ from mosr import __version__
 from mosr.errors import ConfigError, MosrError, RunError, TrainingError
 from mosr.models import ADAPTER_META, LoadedModel, encode_chat_pair, format_prompt, num_layers, template_prefix_length
 from mosr.progress import progress
-from mosr.runs import RunDir, atomic_write_text
+from mosr.runs import RunDir, atomic_write_text, check_run_kind
 from mosr.training import losses, oalw
 from mosr.training.caa import build_row, refusal_text, sample_prefix_length, sentence_ends
 from mosr.training.config import TrainConfig
@@ -647,6 +648,7 @@ def check_train_folder(out: str | Path, cfg: TrainConfig, resume: bool | str) ->
     a folder that already has checkpoints.
     """
     out = Path(out)
+    check_run_kind(out, "train")
     found = sorted((out / CHECKPOINT_DIR).glob("step-*"))
     meta_file = out / "run.json"
     if not resume:
@@ -687,7 +689,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
     from accelerate import Accelerator
 
     from mosr.models import load_model
-    from mosr.training.data import build_training_data, save_pairs
+    from mosr.training.data import build_training_data
 
     if resume not in (True, False, "auto"):
         raise ConfigError(f"resume must be True, False or 'auto', got {resume!r}")
@@ -702,6 +704,17 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
             data = build_training_data(loaded, cfg)
     fresh = not (Path(out) / "run.json").is_file()
     run = RunDir(out)
+    with run.lock(command) if accelerator.is_main_process else contextlib.nullcontext():
+        if accelerator.is_main_process:
+            check_train_folder(out, cfg, resume)  # again, now that no other command can change the folder
+        return _accepted_train(cfg, run, resume, loaded, data, accelerator, command, fresh)
+
+
+def _accepted_train(cfg: TrainConfig, run: RunDir, resume: bool | str, loaded: LoadedModel, data: TrainingData, accelerator: Any,
+                    command: str, fresh: bool) -> TrainResult:
+    """Write the metadata, then train; a failed first run takes its metadata back."""
+    from mosr.training.data import save_pairs
+
     trainer = Trainer(loaded, cfg, data, run.path, accelerator=accelerator)
     try:
         if accelerator.is_main_process:
