@@ -516,3 +516,36 @@ def test_a_dataset_given_twice_and_a_budget_beyond_the_context_are_refused(tmp_p
     with pytest.raises(ConfigError, match=r"max_new_tokens 600 .* context of 512"):
         run_eval(ecfg(max_new_tokens=600), tmp_path / "run", loaded=tiny)
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_other_training_data_or_another_base_model(tmp_path):
+    from mosr.training import train
+
+    train(tcfg(steps=2), tmp_path / "run", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    before = snapshot(tmp_path / "run")
+    other = toy_data()
+    other.hashes["benign"] = "changed"
+    with pytest.raises(RunError, match=r"other inputs \(benign b -> changed\).*new --out"):
+        train(tcfg(steps=3), tmp_path / "run", loaded=tiny_model(num_layers=N_LAYERS), data=other, resume=True)
+    with pytest.raises(RunError, match=r"base model tiny:4x32:seed0 -> tiny:4x32:seed1"):
+        train(tcfg(steps=3), tmp_path / "run", loaded=tiny_model(num_layers=N_LAYERS, seed=1), data=toy_data(), resume=True)
+    assert snapshot(tmp_path / "run") == before
+
+
+def test_model_weights_replaced_in_place_make_new_completions(tmp_path):
+    from mosr.testing import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "m")
+    cfg = ecfg(model=str(model))
+    run_eval(cfg, tmp_path / "run")
+    first = lines(tmp_path / "run" / "completions.jsonl")
+    import shutil
+
+    save_tiny_model(tmp_path / "other", seed=3)
+    shutil.copy(tmp_path / "other" / "model.safetensors", model / "model.safetensors")  # config.json unchanged
+    run_eval(cfg, tmp_path / "run")
+    run_eval(cfg, tmp_path / "fresh")
+    again = lines(tmp_path / "run" / "completions.jsonl")
+    assert again[0]["settings_hash"] != first[0]["settings_hash"]
+    assert [r["completion"] for r in again] != [r["completion"] for r in first]  # the test would not notice reuse otherwise
+    assert [r["completion"] for r in again] == [r["completion"] for r in lines(tmp_path / "fresh" / "completions.jsonl")]

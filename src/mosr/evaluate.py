@@ -122,7 +122,17 @@ def settings_hash(loaded: LoadedModel, config: EvalConfig) -> str:
 
         weights = Path(config.adapter) / ADAPTER_WEIGHTS
         adapter = file_sha256(weights) if weights.is_file() else None
-    return _short_hash({**config.generation_key(), "fingerprint": loaded.fingerprint, "adapter_sha256": adapter})
+    return _short_hash({**config.generation_key(), "fingerprint": loaded.fingerprint, "adapter_sha256": adapter,
+                        "model_files": _local_files(config.model), "revision": getattr(getattr(loaded.model, "config", None), "_commit_hash", None),
+                        "chat_template": _short_hash(getattr(loaded.tokenizer, "chat_template", None))})
+
+
+def _local_files(spec: str) -> list[Any] | None:
+    """Name, size and modification time of a local model folder's files: weights replaced in place make new completions."""
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        return None
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir()) if p.is_file()]
 
 
 @dataclass

@@ -677,6 +677,22 @@ def check_train_folder(out: str | Path, cfg: TrainConfig, resume: bool | str) ->
                    f"{', '.join(_RESUMABLE_CHANGES)} may change): resume with the folder's values, or train into a new --out")
 
 
+def check_resume_inputs(out: str | Path, loaded: LoadedModel, data: TrainingData, resume: bool | str) -> None:
+    """Refuse to continue checkpoints made from another base model or other training data."""
+    out = Path(out)
+    if not resume or not any((out / CHECKPOINT_DIR).glob("step-*")) or not (out / "run.json").is_file():
+        return
+    meta = RunDir(out, create=False).read_json("run.json")
+    old_hashes = meta.get("data_hashes") or {}
+    changed = [f"{k} {str(old_hashes.get(k))[:12]} -> {str(v)[:12]}" for k, v in data.hashes.items() if old_hashes.get(k) != v]
+    old_model = (meta.get("model") or {}).get("fingerprint")
+    if old_model and old_model != loaded.fingerprint:
+        changed.insert(0, f"base model {old_model} -> {loaded.fingerprint}")
+    if changed:
+        raise RunError(f"{out} was trained from other inputs ({'; '.join(changed)}); a resumed run must see the same base model "
+                       "and training data: restore them, or train into a new --out")
+
+
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, loaded: LoadedModel | None = None,
           data: TrainingData | None = None, command: str = "mosr train") -> TrainResult:
     """Train ``cfg.method`` on ``cfg.model`` (or ``loaded``) and write the adapter run folder ``out``.
@@ -702,6 +718,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
     if data is None:
         with accelerator.main_process_first():
             data = build_training_data(loaded, cfg)
+    check_resume_inputs(out, loaded, data, resume)
     fresh = not (Path(out) / "run.json").is_file()
     run = RunDir(out)
     with run.lock(command) if accelerator.is_main_process else contextlib.nullcontext():
