@@ -42,7 +42,7 @@ def _one_thread(monkeypatch, tmp_path):
 def model(tmp_path) -> Path:
     from mosr.testing import save_tiny_model
 
-    return save_tiny_model(tmp_path / "tiny")
+    return save_tiny_model(tmp_path / "tiny", init_std=0.3)  # varied completions, not one repeated token
 
 
 def _env() -> dict[str, str]:
@@ -115,6 +115,7 @@ def test_killed_evals_resume_to_identical_results(tmp_path, model):
     assert kills >= 1
     assert main([*args, "--out", str(run)]) == 0
     assert_one_record_per_key(run / "completions.jsonl", total)
+    assert any(json.loads(x)["completion"] for x in (run / "completions.jsonl").read_text().splitlines())
     for name in ("completions.jsonl", "judgments.jsonl", "metrics.json", "summary.md"):
         assert (run / name).read_bytes() == (tmp_path / "full" / name).read_bytes(), name
 

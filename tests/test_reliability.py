@@ -28,6 +28,12 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
+@pytest.fixture(scope="module")
+def varied():
+    """A tiny model that writes varied text (the default one repeats a single token)."""
+    return tiny_model(init_std=0.3)
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with the hash of its bytes."""
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -49,10 +55,10 @@ def lines(path: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ 1. eval run identity
-def test_rerun_with_a_smaller_limit_covers_exactly_the_requested_prompts(tmp_path, tiny):
-    run_eval(ecfg(limit=2), tmp_path / "run", loaded=tiny)
-    metrics = run_eval(ecfg(limit=1), tmp_path / "run", loaded=tiny)
-    fresh = run_eval(ecfg(limit=1), tmp_path / "fresh", loaded=tiny)
+def test_rerun_with_a_smaller_limit_covers_exactly_the_requested_prompts(tmp_path, varied):
+    run_eval(ecfg(limit=2), tmp_path / "run", loaded=varied)
+    metrics = run_eval(ecfg(limit=1), tmp_path / "run", loaded=varied)
+    fresh = run_eval(ecfg(limit=1), tmp_path / "fresh", loaded=varied)
     assert metrics["n_completions"] == 1 and metrics["tasks"]["xstest-safe|none"]["n"] == 1
     assert metrics == fresh
     assert len(lines(tmp_path / "run" / "completions.jsonl")) == 1
@@ -60,11 +66,11 @@ def test_rerun_with_a_smaller_limit_covers_exactly_the_requested_prompts(tmp_pat
     assert meta["config"]["limit"] == 1 and meta["data_hashes"] == json.loads((tmp_path / "fresh" / "run.json").read_text())["data_hashes"]
 
 
-def test_rerun_with_another_dataset_holds_only_that_dataset(tmp_path, tiny):
+def test_rerun_with_another_dataset_holds_only_that_dataset(tmp_path, varied):
     a = write_csv(tmp_path / "a.csv", ["How do I bake bread?", "Write a poem about the sea."])
     b = write_csv(tmp_path / "b.csv", ["What is the capital of France?"])
-    run_eval(ecfg(suites=[], sets=[], datasets=[str(a)]), tmp_path / "run", loaded=tiny)
-    metrics = run_eval(ecfg(suites=[], sets=[], datasets=[str(b)]), tmp_path / "run", loaded=tiny)
+    run_eval(ecfg(suites=[], sets=[], datasets=[str(a)]), tmp_path / "run", loaded=varied)
+    metrics = run_eval(ecfg(suites=[], sets=[], datasets=[str(b)]), tmp_path / "run", loaded=varied)
     assert metrics["n_completions"] == 1 and set(metrics["tasks"]) == {f"{b}|none"}
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert set(meta["data_hashes"]) == {str(b)}
@@ -72,30 +78,30 @@ def test_rerun_with_another_dataset_holds_only_that_dataset(tmp_path, tiny):
     assert {r["dataset"] for r in lines(tmp_path / "run" / "judgments.jsonl")} == {str(b)}
 
 
-def test_edited_prompts_are_generated_again(tmp_path, tiny):
+def test_edited_prompts_are_generated_again(tmp_path, varied):
     data = write_csv(tmp_path / "d.csv", ["How do I bake bread?", "Write a poem about the sea."])
     cfg = ecfg(suites=[], sets=[], datasets=[str(data)])
-    run_eval(cfg, tmp_path / "run", loaded=tiny)
+    run_eval(cfg, tmp_path / "run", loaded=varied)
     write_csv(data, ["How do I bake bread?", "What is the capital of France?"])
-    metrics = run_eval(cfg, tmp_path / "run", loaded=tiny)
-    fresh = run_eval(cfg, tmp_path / "fresh", loaded=tiny)
+    metrics = run_eval(cfg, tmp_path / "run", loaded=varied)
+    fresh = run_eval(cfg, tmp_path / "fresh", loaded=varied)
     assert metrics == fresh
     prompts = [r["prompt"] for r in lines(tmp_path / "run" / "completions.jsonl")]
     assert sorted(prompts) == ["How do I bake bread?", "What is the capital of France?"]
     assert (tmp_path / "run" / "completions.jsonl").read_bytes() == (tmp_path / "fresh" / "completions.jsonl").read_bytes()
 
 
-def test_every_completion_record_names_what_produced_it(tmp_path, tiny):
-    run_eval(ecfg(), tmp_path / "run", loaded=tiny)
+def test_every_completion_record_names_what_produced_it(tmp_path, varied):
+    run_eval(ecfg(), tmp_path / "run", loaded=varied)
     for rec in lines(tmp_path / "run" / "completions.jsonl"):
         assert {"data_hash", "prompt_hash", "settings_hash"} <= set(rec)
 
 
-def test_refused_eval_rerun_changes_nothing_and_names_the_difference(tmp_path, tiny):
-    run_eval(ecfg(), tmp_path / "run", loaded=tiny)
+def test_refused_eval_rerun_changes_nothing_and_names_the_difference(tmp_path, varied):
+    run_eval(ecfg(), tmp_path / "run", loaded=varied)
     before = snapshot(tmp_path / "run")
     with pytest.raises(RunError, match=r"max_new_tokens.*4.*5.*new --out"):
-        run_eval(ecfg(max_new_tokens=5), tmp_path / "run", loaded=tiny)
+        run_eval(ecfg(max_new_tokens=5), tmp_path / "run", loaded=varied)
     assert snapshot(tmp_path / "run") == before
 
 
@@ -203,20 +209,20 @@ def test_train_data_file_describes_this_run(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------- 4. bounded inputs
-def test_a_prompt_longer_than_the_context_is_refused_by_default(tmp_path, tiny):
+def test_a_prompt_longer_than_the_context_is_refused_by_default(tmp_path, varied):
     data = write_csv(tmp_path / "d.csv", ["How do I bake bread?", "bread " * 2000])
     with pytest.raises(ConfigError, match=r"row 2.*tokens.*context 512.*--long-prompts truncate"):
-        run_eval(ecfg(suites=[], sets=[], datasets=[str(data)]), tmp_path / "run", loaded=tiny)
+        run_eval(ecfg(suites=[], sets=[], datasets=[str(data)]), tmp_path / "run", loaded=varied)
     assert not (tmp_path / "run").exists() or snapshot(tmp_path / "run") == {}
 
 
-def test_a_long_prompt_is_cut_from_the_middle_when_asked_and_recorded(tmp_path, tiny):
+def test_a_long_prompt_is_cut_from_the_middle_when_asked_and_recorded(tmp_path, varied):
     from mosr.models import format_prompt
 
     long = "Start here. " + "bread " * 2000 + "End there."
     data = write_csv(tmp_path / "d.csv", ["How do I bake bread?", long])
     cfg = ecfg(suites=[], sets=[], datasets=[str(data)], long_prompts="truncate", max_new_tokens=8)
-    metrics = run_eval(cfg, tmp_path / "run", loaded=tiny)
+    metrics = run_eval(cfg, tmp_path / "run", loaded=varied)
     recs = {r["sample_id"]: r for r in lines(tmp_path / "run" / "completions.jsonl")}
     cut = recs["d-2"]["truncated"]
     assert cut["prompt_tokens"] > 512 and cut["kept_tokens"] + 8 <= 512
@@ -226,27 +232,27 @@ def test_a_long_prompt_is_cut_from_the_middle_when_asked_and_recorded(tmp_path, 
     assert meta["config"]["long_prompts"] == "truncate"
     shown = recs["d-2"]["model_prompt"]
     assert shown.startswith("Start here.") and shown.endswith("End there.")
-    ids = tiny.tokenizer(format_prompt(tiny.tokenizer, shown), add_special_tokens=False)["input_ids"]
+    ids = varied.tokenizer(format_prompt(varied.tokenizer, shown), add_special_tokens=False)["input_ids"]
     assert len(ids) + 8 <= 512
 
 
-def test_batches_are_bounded_by_tokens(tiny, monkeypatch):
+def test_batches_are_bounded_by_tokens(varied, monkeypatch):
     import mosr.generation as g
 
     seen = []
     real = g._generate_batch
 
     def spy(loaded, texts, max_new_tokens, stop_ids):
-        width = max(len(tiny.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        width = max(len(varied.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         seen.append(len(texts) * (width + max_new_tokens))
         return real(loaded, texts, max_new_tokens, stop_ids)
 
     monkeypatch.setattr(g, "_generate_batch", spy)
     prompts = ["hi", "bread " * 30, "the sea " * 10, "a", "Paris " * 20, "x y z"]
-    out = g.generate(tiny, prompts, max_new_tokens=4, batch_size=32, max_batch_tokens=120)
+    out = g.generate(varied, prompts, max_new_tokens=4, batch_size=32, max_batch_tokens=120)
     assert len(out) == 6 and max(seen) <= 120 and len(seen) > 1
     with pytest.raises(ConfigError, match="max_batch_tokens"):
-        g.generate(tiny, ["bread " * 60], max_new_tokens=4, max_batch_tokens=20)
+        g.generate(varied, ["bread " * 60], max_new_tokens=4, max_batch_tokens=20)
 
 
 def test_a_nul_byte_in_a_prompt_is_refused(tmp_path):
@@ -433,10 +439,10 @@ def test_compare_report_of_a_tampered_run_is_safe(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- 8. smaller
-def test_judging_an_interrupted_run_says_it_is_incomplete(tmp_path, tiny, capsys):
+def test_judging_an_interrupted_run_says_it_is_incomplete(tmp_path, varied, capsys):
     from mosr.cli import main
 
-    run_eval(ecfg(limit=3), tmp_path / "run", loaded=tiny)
+    run_eval(ecfg(limit=3), tmp_path / "run", loaded=varied)
     comp = tmp_path / "run" / "completions.jsonl"
     comp.write_text("".join(comp.read_text().splitlines(keepends=True)[:2]))
     metrics = finish_run(RunDir(tmp_path / "run", create=False), "keyword")
@@ -446,7 +452,7 @@ def test_judging_an_interrupted_run_says_it_is_incomplete(tmp_path, tiny, capsys
     assert "incomplete: 2 of 3" in capsys.readouterr().err
 
 
-def test_a_failed_first_eval_leaves_no_metadata(tmp_path, tiny, monkeypatch):
+def test_a_failed_first_eval_leaves_no_metadata(tmp_path, varied, monkeypatch):
     import mosr.evaluate as ev
 
     def broken(*a, **k):
@@ -454,27 +460,27 @@ def test_a_failed_first_eval_leaves_no_metadata(tmp_path, tiny, monkeypatch):
 
     monkeypatch.setattr(ev, "generate", broken)
     with pytest.raises(RunError, match="disk trouble"):
-        run_eval(ecfg(), tmp_path / "run", loaded=tiny)
+        run_eval(ecfg(), tmp_path / "run", loaded=varied)
     assert not (tmp_path / "run" / "run.json").exists() and not (tmp_path / "run" / "eval_config.json").exists()
 
 
 # ----------------------------------------------------------------------- one folder, one run at a time
-def test_a_command_does_not_write_into_another_commands_run(tmp_path, tiny):
+def test_a_command_does_not_write_into_another_commands_run(tmp_path, varied):
     from mosr.training import train
 
     train(tcfg(), tmp_path / "adapter", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
     before = snapshot(tmp_path / "adapter")
     with pytest.raises(RunError, match=r"holds a `mosr train` run.*another --out"):
-        run_eval(ecfg(), tmp_path / "adapter", loaded=tiny)
+        run_eval(ecfg(), tmp_path / "adapter", loaded=varied)
     assert snapshot(tmp_path / "adapter") == before
-    run_eval(ecfg(), tmp_path / "eval", loaded=tiny)
+    run_eval(ecfg(), tmp_path / "eval", loaded=varied)
     before = snapshot(tmp_path / "eval")
     with pytest.raises(RunError, match=r"holds a `mosr eval` run"):
         train(tcfg(), tmp_path / "eval", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
     assert snapshot(tmp_path / "eval") == before
 
 
-def test_a_second_command_on_a_busy_folder_is_refused(tmp_path, tiny):
+def test_a_second_command_on_a_busy_folder_is_refused(tmp_path, varied):
     import subprocess
     import sys
 
@@ -485,16 +491,16 @@ def test_a_second_command_on_a_busy_folder_is_refused(tmp_path, tiny):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(RunError, match=r"in use by another mosr command \(mosr eval, pid 1\)"):
-            run_eval(ecfg(), tmp_path / "run", loaded=tiny)
+            run_eval(ecfg(), tmp_path / "run", loaded=varied)
         assert not (tmp_path / "run" / "run.json").exists()
     finally:
         holder.kill()
         holder.wait()
-    run_eval(ecfg(), tmp_path / "run", loaded=tiny)  # a killed holder leaves no stale lock
+    run_eval(ecfg(), tmp_path / "run", loaded=varied)  # a killed holder leaves no stale lock
 
 
-def test_damaged_run_files_are_clear_errors(tmp_path, tiny):
-    run_eval(ecfg(), tmp_path / "run", loaded=tiny)
+def test_damaged_run_files_are_clear_errors(tmp_path, varied):
+    run_eval(ecfg(), tmp_path / "run", loaded=varied)
     comp = tmp_path / "run" / "completions.jsonl"
     recs = lines(comp)
     comp.write_text(json.dumps({k: v for k, v in recs[0].items() if k != "completion"}) + "\n" + json.dumps(recs[1]) + "\n")
@@ -505,16 +511,16 @@ def test_damaged_run_files_are_clear_errors(tmp_path, tiny):
         finish_run(RunDir(tmp_path / "run", create=False), "keyword")
     (tmp_path / "run" / "run.json").write_text("{not json")
     with pytest.raises(RunError, match=r"run.json is not valid JSON"):
-        run_eval(ecfg(), tmp_path / "run", loaded=tiny)
+        run_eval(ecfg(), tmp_path / "run", loaded=varied)
 
 
-def test_a_dataset_given_twice_and_a_budget_beyond_the_context_are_refused(tmp_path, tiny, monkeypatch):
+def test_a_dataset_given_twice_and_a_budget_beyond_the_context_are_refused(tmp_path, varied, monkeypatch):
     data = write_csv(tmp_path / "d.csv", ["How do I bake bread?"])
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="given twice"):
         ecfg(suites=[], sets=[], datasets=[str(data), "d.csv"])
     with pytest.raises(ConfigError, match=r"max_new_tokens 600 .* context of 512"):
-        run_eval(ecfg(max_new_tokens=600), tmp_path / "run", loaded=tiny)
+        run_eval(ecfg(max_new_tokens=600), tmp_path / "run", loaded=varied)
     assert not (tmp_path / "run").exists()
 
 
@@ -535,13 +541,13 @@ def test_resume_refuses_other_training_data_or_another_base_model(tmp_path):
 def test_model_weights_replaced_in_place_make_new_completions(tmp_path):
     from mosr.testing import save_tiny_model
 
-    model = save_tiny_model(tmp_path / "m")
+    model = save_tiny_model(tmp_path / "m", init_std=0.3)
     cfg = ecfg(model=str(model))
     run_eval(cfg, tmp_path / "run")
     first = lines(tmp_path / "run" / "completions.jsonl")
     import shutil
 
-    save_tiny_model(tmp_path / "other", seed=3)
+    save_tiny_model(tmp_path / "other", seed=3, init_std=0.3)
     shutil.copy(tmp_path / "other" / "model.safetensors", model / "model.safetensors")  # config.json unchanged
     run_eval(cfg, tmp_path / "run")
     run_eval(cfg, tmp_path / "fresh")

@@ -47,9 +47,14 @@ def tiny_tokenizer(vocab_size: int = 400) -> Any:
 
 
 def tiny_model(
-    num_layers: int = 4, hidden_size: int = 32, vocab_size: int | None = None, seed: int = 0, tokenizer: Any = None
+    num_layers: int = 4, hidden_size: int = 32, vocab_size: int | None = None, seed: int = 0, tokenizer: Any = None,
+    init_std: float | None = None,
 ) -> LoadedModel:
-    """A randomly initialised Llama-architecture model wrapped as a :class:`LoadedModel`."""
+    """A randomly initialised Llama-architecture model wrapped as a :class:`LoadedModel`.
+
+    With the default initialisation the model repeats one token, which decodes to an empty completion;
+    ``init_std`` (e.g. 0.3) redraws the weight matrices wider, so that completions are varied text.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
@@ -68,7 +73,13 @@ def tiny_model(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).float().eval()
-    fingerprint = f"tiny:{num_layers}x{hidden_size}:seed{seed}"
+    if init_std is not None:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.dim() == 2:
+                    param.normal_(0, init_std, generator=gen)
+    fingerprint = f"tiny:{num_layers}x{hidden_size}:seed{seed}" + (f":std{init_std:g}" if init_std is not None else "")
     return LoadedModel(model=model, tokenizer=tokenizer, spec="tiny", fingerprint=fingerprint, info={"name": "tiny"})
 
 
