@@ -555,3 +555,11 @@ def test_model_weights_replaced_in_place_make_new_completions(tmp_path):
     assert again[0]["settings_hash"] != first[0]["settings_hash"]
     assert [r["completion"] for r in again] != [r["completion"] for r in first]  # the test would not notice reuse otherwise
     assert [r["completion"] for r in again] == [r["completion"] for r in lines(tmp_path / "fresh" / "completions.jsonl")]
+
+
+def test_a_train_refused_by_the_model_check_leaves_no_folder(tmp_path):
+    from mosr.training import train
+
+    with pytest.raises(ConfigError, match="max_length 8 is too small"):
+        train(tcfg(max_length=8), tmp_path / "run", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    assert not (tmp_path / "run").exists()

@@ -37,7 +37,7 @@ from mosr import __version__
 from mosr.errors import ConfigError, MosrError, RunError, TrainingError
 from mosr.models import ADAPTER_META, LoadedModel, encode_chat_pair, format_prompt, num_layers, template_prefix_length
 from mosr.progress import progress
-from mosr.runs import RunDir, atomic_write_text, check_run_kind
+from mosr.runs import LOCK_FILE, RunDir, atomic_write_text, check_run_kind
 from mosr.training import losses, oalw
 from mosr.training.caa import build_row, refusal_text, sample_prefix_length, sentence_ends
 from mosr.training.config import TrainConfig
@@ -719,12 +719,18 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
         with accelerator.main_process_first():
             data = build_training_data(loaded, cfg)
     check_resume_inputs(out, loaded, data, resume)
-    fresh = not (Path(out) / "run.json").is_file()
+    fresh, existed = not (Path(out) / "run.json").is_file(), Path(out).exists()
     run = RunDir(out)
-    with run.lock(command) if accelerator.is_main_process else contextlib.nullcontext():
-        if accelerator.is_main_process:
-            check_train_folder(out, cfg, resume)  # again, now that no other command can change the folder
-        return _accepted_train(cfg, run, resume, loaded, data, accelerator, command, fresh)
+    try:
+        with run.lock(command) if accelerator.is_main_process else contextlib.nullcontext():
+            if accelerator.is_main_process:
+                check_train_folder(out, cfg, resume)  # again, now that no other command can change the folder
+            return _accepted_train(cfg, run, resume, loaded, data, accelerator, command, fresh)
+    except MosrError:
+        if accelerator.is_main_process and not existed and [p.name for p in run.path.iterdir()] == [LOCK_FILE]:
+            (run / LOCK_FILE).unlink()
+            run.path.rmdir()  # a command refused before it wrote anything leaves no folder behind
+        raise
 
 
 def _accepted_train(cfg: TrainConfig, run: RunDir, resume: bool | str, loaded: LoadedModel, data: TrainingData, accelerator: Any,
