@@ -563,3 +563,13 @@ def test_a_train_refused_by_the_model_check_leaves_no_folder(tmp_path):
     with pytest.raises(ConfigError, match="max_length 8 is too small"):
         train(tcfg(max_length=8), tmp_path / "run", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_fewer_steps_than_done_is_refused(tmp_path):
+    from mosr.training import train
+
+    train(tcfg(steps=3), tmp_path / "run", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    before = snapshot(tmp_path / "run")
+    with pytest.raises(RunError, match=r"already trained 3 steps; --steps 2"):
+        train(tcfg(steps=2), tmp_path / "run", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data(), resume=True)
+    assert snapshot(tmp_path / "run") == before

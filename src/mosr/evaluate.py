@@ -554,12 +554,12 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
             if (out / "eval_config.json").is_file():
                 check_resumable(run, config)  # again, now that no other command can change the folder
             records = _accepted_eval(loaded, config, run, plans, fresh)
+            return finish_run(run, config.judge, records)
     except MosrError:
         if not existed and [p.name for p in run.path.iterdir()] == [LOCK_FILE]:
             (run / LOCK_FILE).unlink()
             run.path.rmdir()  # a failed first run leaves no folder behind
         raise
-    return finish_run(run, config.judge, records)
 
 
 def _accepted_eval(loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: list[TaskPlan], fresh: bool) -> list[dict[str, Any]]:

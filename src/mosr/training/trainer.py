@@ -660,9 +660,13 @@ def check_train_folder(out: str | Path, cfg: TrainConfig, resume: bool | str) ->
             raise RunError(f"--resume: {out} holds no training run, so there is nothing to resume; drop --resume to start one there")
         return
     try:
-        digest = json.loads((found[-1] / "state.json").read_text())["config_digest"]
-    except (OSError, ValueError, KeyError) as exc:
+        state = json.loads((found[-1] / "state.json").read_text())
+        digest, done = state["config_digest"], int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RunError(f"{found[-1]} is damaged ({exc}); delete it to resume from the checkpoint before it, or use a new --out") from exc
+    if done > cfg.steps:
+        raise RunError(f"{out} has already trained {done} steps; --steps {cfg.steps} would label that adapter as {cfg.steps} steps: "
+                       f"pass --steps {done} or more, or train into a new --out")
     if digest == cfg.digest():
         return
     diff = ""
