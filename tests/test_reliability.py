@@ -1,6 +1,6 @@
 """Runs that cannot go stale, mix or lie: resume identity, refused commands, bounded inputs, strict loading, a safe report.
 
-Each test names the guarantee of docs/RELIABILITY.md that it checks.
+docs/RELIABILITY.md lists each guarantee with the test here that checks it.
 """
 
 from __future__ import annotations
