@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="base model spec (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--config", help="YAML file with config keys (see --list-keys)")
     p.add_argument("--out", help="run folder for the adapter, curves and checkpoints")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (same config; only --steps and checkpointing may change)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--seed", type=int, help="seed")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
