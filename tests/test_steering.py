@@ -309,3 +309,17 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["steer", "--method", "scans", "--strengths", "1,x", "--out", str(tmp_path / "x")])
     assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("name", ["ablate", "scans"])
+def test_steering_through_a_peft_wrapper(name):
+    from peft import LoraConfig, get_peft_model
+
+    loaded = tiny_model(num_layers=4, hidden_size=D)
+    loaded.model = get_peft_model(loaded.model, LoraConfig(r=2, target_modules=["q_proj"], lora_dropout=0.0)).eval()
+    art = _artifacts(loaded)[name]
+    plain = generate(loaded, PROMPTS, max_new_tokens=4, batch_size=4)
+    with steer(loaded, art, strength=0.0) as state:
+        assert generate(loaded, PROMPTS, max_new_tokens=4, batch_size=4) == plain
+    assert state.calls > 0
+    assert _no_hooks(loaded.model)
