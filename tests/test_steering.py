@@ -323,3 +323,58 @@ def test_steering_through_a_peft_wrapper(name):
         assert generate(loaded, PROMPTS, max_new_tokens=4, batch_size=4) == plain
     assert state.calls > 0
     assert _no_hooks(loaded.model)
+
+
+def test_scans_decisions_follow_rows_that_finish_early(tiny, monkeypatch):
+    """Rows leave the decoding batch at different steps; each remaining row keeps its own SCANS decision."""
+    import mosr.generation as gen
+    from mosr.models import format_prompt
+
+    art = _artifacts(tiny)["scans"]
+    s1, s2 = transition_states(tiny, PROMPTS, list(art.classify_layers))
+    cos = torch.stack([transition_cosine(s1[:, i], s2[:, i], art.tensors[f"reference.{l}"])
+                       for i, l in enumerate(art.classify_layers)]).mean(0)
+    art = art.replace(threshold=float(cos.sort().values[1:3].mean()))  # two harmful, two benign
+    tiny.tokenizer.padding_side = "left"
+    texts = [format_prompt(tiny.tokenizer, p) for p in PROMPTS]
+    with steer(tiny, art) as state:
+        tokens = gen._generate_batch(tiny, texts, 6, [-1])
+    harmful_rows = [i for i, d in enumerate(state.decisions) if d]
+    stop = tokens[harmful_rows[0]][0]  # what a row steered towards refusal says first
+    benign_rows = [i for i, d in enumerate(state.decisions) if not d]
+    assert any(stop not in tokens[i] for i in benign_rows), "steering signs should make the rows differ"
+    monkeypatch.setattr(gen, "stop_token_ids", lambda tok: [stop])
+    kept: list[list[int]] = []
+    with steer(tiny, art), gen.on_rows_kept(lambda keep: kept.append(keep.tolist())):
+        batched = generate(tiny, PROMPTS, max_new_tokens=6, batch_size=4)
+    assert kept, "rows should have left the batch early"
+    one_by_one = []
+    for p in PROMPTS:
+        with steer(tiny, art):
+            one_by_one += generate(tiny, [p], max_new_tokens=6, batch_size=1)
+    assert batched == one_by_one
+    assert "" in batched and any(batched)
+
+
+def test_a_changed_steering_run_is_not_resumed(tiny, tmp_path):
+    from mosr.evaluate import EvalConfig, run_eval
+
+    for name in ("a", "b"):
+        _artifacts(tiny)["add"].replace(model={"spec": "tiny", "fingerprint": tiny.fingerprint, "adapter": None,
+                                               "adapter_digest": None}).save(tmp_path / name)
+    cfg = dict(model="tiny", suites=["over-refusal"], limit=1, judge="keyword", max_new_tokens=2, batch_size=2)
+    run_eval(EvalConfig(**cfg, steering=str(tmp_path / "a")), tmp_path / "eval", loaded=tiny)
+    with pytest.raises(RunError, match="other settings"):
+        run_eval(EvalConfig(**cfg, steering=str(tmp_path / "b")), tmp_path / "eval", loaded=tiny)
+
+
+def test_eval_adapter_flag_takes_a_steering_run(tmp_path, monkeypatch):
+    import mosr.commands.eval as cmd
+
+    SteeringArtifact("refusal-direction", (1,), {"direction.1": torch.zeros(D)},
+                     model={"spec": "default", "adapter": "runs/rr"}).save(tmp_path / "s")
+    seen = {}
+    monkeypatch.setattr(cmd, "run_eval", lambda config, out: seen.setdefault("config", config) and {} or {"suites": {}})
+    monkeypatch.setattr(cmd, "headline", lambda metrics: {})
+    assert main(["eval", "--adapter", str(tmp_path / "s"), "--out", str(tmp_path / "e")]) == 0
+    assert seen["config"].steering == str(tmp_path / "s") and seen["config"].adapter == "runs/rr"
