@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=64)
     parser.add_argument("--val-prompts", type=int, default=24)
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=36)
+    parser.add_argument("--batch-size", type=int, default=72)
     parser.add_argument("--gen-prompts", type=int, default=32)
     parser.add_argument("--gen-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)

@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-train", type=int, default=64, help="train prompts per role (harmful, benign[, borderline])")
     p.add_argument("--val-prompts", type=int, default=24, help="val prompts per measure (safety, over-refusal, capability)")
     p.add_argument("--max-new-tokens", type=int, default=32, help="tokens per val answer")
-    p.add_argument("--batch-size", type=int, default=36, help="generation batch for the val answers")
+    p.add_argument("--batch-size", type=int, default=72, help="generation batch for the val answers (72 = the default val budget in one batch)")
     p.add_argument("--layers", type=_ints, default=None,
                    help="comma list: candidate layers (refusal-direction) or the steered layers (scans, alphasteer)")
     p.add_argument("--strengths", type=_floats, default=None, help="comma list of candidate strengths (default per method)")

@@ -52,7 +52,7 @@ class SteerConfig:
     n_train: int = 64  # prompts per train role (SCANS' anchor size)
     val_prompts: int = 24  # prompts per val measure (harmful, over-refusal, capability)
     max_new_tokens: int = 32  # per val answer; the judge reads refusals in the first sentence
-    batch_size: int = 36
+    batch_size: int = 72  # one decoding batch for the default val budget (3 x 24); large batches are fastest on CPU
     layers: list[int] | None = None  # candidate layers (refusal-direction) or the steered layers (scans, alphasteer)
     strengths: list[float] | None = None
     regs: list[float] = field(default_factory=lambda: [0.1, 1.0])  # alphasteer relative ridge regularisation candidates
