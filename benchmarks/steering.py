@@ -82,13 +82,13 @@ def main() -> None:
                 generate(loaded, prompts, max_new_tokens=args.gen_tokens, batch_size=args.batch_size)
                 steered.append(time.perf_counter() - t)
         rows.append({
-            "method": name, "candidates": len(sel["candidates"]), "extract s": f"{sel['timings']['extract_s']:.1f}",
+            "method": name, "candidates": len(sel["candidates"]), "data s": f"{sel['timings']['data_s']:.1f}", "extract s": f"{sel['timings']['extract_s']:.1f}",
             "select s": f"{sel['timings']['select_s']:.1f}", "total min": f"{total / 60:.2f}",
             "chosen": ", ".join(f"{k}={v}" for k, v in sel["chosen"].items()),
             "gen s plain": f"{min(plain):.2f}", "gen s steered": f"{min(steered):.2f}",
             "overhead": f"{min(steered) / min(plain) - 1:+.1%}",
         })
-    print_table(rows, ["method", "candidates", "extract s", "select s", "total min", "chosen", "gen s plain", "gen s steered", "overhead"])
+    print_table(rows, ["method", "candidates", "data s", "extract s", "select s", "total min", "chosen", "gen s plain", "gen s steered", "overhead"])
     print(f"steering runs: {out}")
 
 

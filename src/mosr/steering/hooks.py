@@ -167,7 +167,9 @@ def _install_scans(module: nn.Module, blocks: nn.ModuleList, artifact: SteeringA
         if state.classifying:
             return
         ids = kwargs.get("input_ids", args[0] if args else None)
-        if ids is None or ids.shape[1] <= 1:
+        if ids is None:
+            raise RunError("SCANS steering classifies token ids; call the model with input_ids, not inputs_embeds")
+        if ids.shape[1] <= 1:
             return  # a decoding step: the decision of the prompt pass holds
         if any(kwargs.get(k) is not None for k in ("past_key_values", "cache")) and not _empty_cache(kwargs):
             return

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mosr.data import Sample, load_dataset, samples_hash
+from mosr.data import Sample, evaluation_samples, load_dataset, samples_hash
 from mosr.errors import ConfigError
 from mosr.models import LoadedModel, find_layers
 from mosr.progress import progress
@@ -30,6 +30,7 @@ from mosr.steering.select import SelectionRule, choose
 
 log = logging.getLogger(__name__)
 
+LEAK_THRESHOLD = 0.85  # the training data's near-duplicate threshold
 VAL_HARMFUL = ("advbench:val", "harmful-instructions:val")
 VAL_OVER_REFUSAL = ("or-bench-hard:val",)
 VAL_CAPABILITY = ("self-instruct:val",)
@@ -201,16 +202,26 @@ def run_steer(cfg: SteerConfig, out: str | Path, *, loaded: LoadedModel | None =
     """Extract, select on val, save. Returns the chosen artifact (also saved in ``out``)."""
     from mosr.judges import get_judge
     from mosr.models import load_model
-    from mosr.training.data import _cap
+    from mosr.training.data import _cap, _drop_leaks_fixed_point
 
     get_judge(cfg.judge)  # an unknown judge fails before any work
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    evals = evaluation_samples()
+    leaks: dict[str, int] = {}
+
+    def clean(role: str, specs: list[str]) -> list[Sample]:
+        pool = _load(specs)
+        kept = _drop_leaks_fixed_point(pool, evals, LEAK_THRESHOLD)  # as training does
+        leaks[role] = len(pool) - len(kept)
+        return _cap(kept, cfg.n_train)
+
     train = {
-        "harmful": _cap(_load(cfg.harmful_train), cfg.n_train),
-        "benign": _cap(_load(cfg.benign_train), cfg.n_train),
-        "borderline": _cap(_load(cfg.borderline_train), cfg.n_train) if cfg.method == "alphasteer" else [],
+        "harmful": clean("harmful", cfg.harmful_train),
+        "benign": clean("benign", cfg.benign_train),
+        "borderline": clean("borderline", cfg.borderline_train) if cfg.method == "alphasteer" else [],
     }
+    timings["data_s"] = time.perf_counter() - t0
     val = {"harmful": _take(VAL_HARMFUL, cfg.val_prompts), "over_refusal": _take(VAL_OVER_REFUSAL, cfg.val_prompts),
            "capability": _take(VAL_CAPABILITY, cfg.val_prompts)}
     if loaded is None:
@@ -223,6 +234,7 @@ def run_steer(cfg: SteerConfig, out: str | Path, *, loaded: LoadedModel | None =
     hashes = {f"train:{k}": samples_hash(v) for k, v in train.items() if v} | {f"val:{k}": samples_hash(v) for k, v in val.items()}
     run.write_metadata(command="steer", config=asdict(cfg), seed=cfg.seed, data_hashes=hashes, model=loaded.describe())
     torch.manual_seed(cfg.seed)
+    t0 = time.perf_counter()
     h_harm = last_token_states(loaded, [s.prompt for s in train["harmful"]], system=cfg.system, batch_size=cfg.batch_size, desc="harmful train")
     h_benign = last_token_states(loaded, [s.prompt for s in train["benign"]], system=cfg.system, batch_size=cfg.batch_size, desc="benign train")
     h_border = (last_token_states(loaded, [s.prompt for s in train["borderline"]], system=cfg.system, batch_size=cfg.batch_size, desc="borderline train")
@@ -238,7 +250,7 @@ def run_steer(cfg: SteerConfig, out: str | Path, *, loaded: LoadedModel | None =
         rows.append({**knobs, **scores})
     pick, met = choose(rows, base, cfg.rule)
     timings["select_s"] = time.perf_counter() - t1
-    timings["total_s"] = time.perf_counter() - t0
+    timings["total_s"] = timings["data_s"] + time.perf_counter() - t0
     chosen = cands[pick][1]
     chosen = chosen.replace(options={**chosen.options, "selection": {"rule": cfg.rule.describe(), "constraints_met": met,
                                                                       "val": {k: rows[pick][k] for k in ("safety", "over_refusal", "capability")},
@@ -246,7 +258,8 @@ def run_steer(cfg: SteerConfig, out: str | Path, *, loaded: LoadedModel | None =
     chosen.save(run.path)
     selection = {"method": cfg.method, "mode": cfg.mode, "rule": cfg.rule.describe(), "rule_config": asdict(cfg.rule),
                  "constraints_met": met, "chosen_index": pick, "chosen": cands[pick][0], "unsteered": base,
-                 "candidates": rows, "val_sizes": {k: len(v) for k, v in val.items()}, "timings": timings, **info}
+                 "candidates": rows, "val_sizes": {k: len(v) for k, v in val.items()}, "train_sizes": {k: len(v) for k, v in train.items()},
+                 "train_leaks_dropped": leaks, "timings": timings, **info}
     run.write_json("selection.json", selection)
     run.write_text("selection.md", _selection_markdown(selection))
     if not met:
