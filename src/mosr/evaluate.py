@@ -59,6 +59,7 @@ class EvalConfig:
     batch_size: int = 32
     system: str | None = None
     seed: int = 0
+    steering: str | None = None  # a `mosr steer` run folder, applied during generation (docs/STEERING.md)
 
     def __post_init__(self) -> None:
         self.suites = resolve_suites(self.suites) if (self.suites or not self.datasets) else []
@@ -74,10 +75,15 @@ class EvalConfig:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("max_new_tokens and batch_size must be >= 1")
+        if self.steering is not None and not (Path(self.steering) / "steering.json").is_file():
+            raise ConfigError(f"--steering {self.steering}: not a steering run folder (no steering.json); make one with mosr steer")
 
     def generation_key(self) -> dict[str, Any]:
         """Settings that change completions; a resumed run must keep them."""
-        return {k: getattr(self, k) for k in ("model", "adapter", "max_new_tokens", "batch_size", "system", "prompt_column")}
+        key = {k: getattr(self, k) for k in ("model", "adapter", "max_new_tokens", "batch_size", "system", "prompt_column")}
+        if self.steering:
+            key["steering"] = self.steering
+        return key
 
 
 def record_key(dataset: str, attack: str, sample_id: str) -> str:
@@ -357,6 +363,7 @@ def finish_run(run: RunDir, judge: str | Judge) -> dict[str, Any]:
     metrics["judge"] = judge_name
     metrics["model"] = cfg.get("model")
     metrics["adapter"] = cfg.get("adapter")
+    metrics["steering"] = cfg.get("steering")
     run.write_json("metrics.json", metrics)
     info = {"model": cfg.get("model"), "adapter": cfg.get("adapter"), "judge": judge_name}
     run.write_text("summary.md", summary_markdown(metrics, info))
@@ -379,11 +386,16 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
     data_hashes = {t.dataset: samples_hash(task_samples(t, config.limit, config)) for t in tasks}
     if loaded is None:
         loaded = load_model(config.model, config.adapter)  # fails before anything is written
+    from mosr.steering.eval import steering_for_eval
+
+    steering, steering_meta = steering_for_eval(config.steering, loaded)
     run = RunDir(out)
     _check_resumable(run, config)
-    run.write_metadata(command="eval", config=asdict(config), seed=config.seed, data_hashes=data_hashes, model=loaded.describe())
+    run.write_metadata(command="eval", config=asdict(config), seed=config.seed, data_hashes=data_hashes, model=loaded.describe(),
+                       extra={"steering": steering_meta} if steering_meta else None)
     torch.manual_seed(config.seed)
-    generate_completions(loaded, config, run)
+    with steering(loaded):
+        generate_completions(loaded, config, run)
     if "capability" in config.suites and not (run / PERPLEXITY).is_file():
         rows: list[dict[str, Any]] = []
         for task in tasks:
