@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mosr.training.config import METHODS, TrainConfig, config_help
+from mosr.training.config import METHODS, VARIANTS, TrainConfig, config_help
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -12,9 +12,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a LoRA adapter with MOSR, RR or a baseline",
         description="Train a LoRA adapter. Config precedence: defaults < --config YAML < flags < --set key=value.",
-        epilog="methods: " + "; ".join(f"{name}: {spec.description}" for name, spec in METHODS.items()),
+        epilog="methods: " + "; ".join(f"{name}: {spec.description}" for name, spec in METHODS.items())
+        + ". variants: " + "; ".join(f"{name}: {v.description}" for name, v in VARIANTS.items()),
     )
-    p.add_argument("--method", choices=sorted(METHODS), help="training method (default: mosr, or the config's)")
+    p.add_argument("--method", choices=sorted([*METHODS, *VARIANTS]), help="training method or variant (default: mosr, or the config's)")
     p.add_argument("--model", help="base model spec (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--config", help="YAML file with config keys (see --list-keys)")
     p.add_argument("--out", help="run folder for the adapter, curves and checkpoints")
