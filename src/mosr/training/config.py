@@ -150,7 +150,7 @@ class TrainConfig:
 
     # optimisation
     steps: int = _f(40, "optimizer steps T")
-    batch_size: int = _f(2, "rows per role (erase, retain, refusal) per step and process")
+    batch_size: int = _f(2, "rows per role (erase, retain, refusal, boundary-safe, compliance) per step and process")
     lr: float = _f(1e-3, "AdamW learning rate")
     warmup_steps: int = _f(0, "linear warm-up steps")
     weight_decay: float = _f(0.0, "AdamW weight decay")
