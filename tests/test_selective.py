@@ -133,6 +133,7 @@ def test_variants_resolve_to_their_method_and_the_user_keys_win():
 
 def test_cli_knows_xboundary_and_the_variants():
     import argparse
+    from pathlib import Path
 
     from mosr.commands import train as train_cmd
 
@@ -141,6 +142,14 @@ def test_cli_knows_xboundary_and_the_variants():
     for method in ("xboundary", "mosr-gamma", "mosr-oalw-shuffled"):
         args = parser.parse_args(["train", "--method", method, "--out", "x"])
         assert train_cmd.build_config(args).method in METHODS
+    # the shipped MOSR config sets erase_tokens and oalw_sign itself: --method VARIANT must still win, --set wins over both
+    yaml = str(Path(__file__).resolve().parents[1] / "configs" / "train-mosr.yaml")
+    args = parser.parse_args(["train", "--config", yaml, "--method", "mosr-erase-response", "--out", "x"])
+    c = train_cmd.build_config(args)
+    assert (c.method, c.erase_tokens, c.retain_scale) == ("mosr", "response_and_last_prompt", 4.0)
+    args = parser.parse_args(["train", "--config", yaml, "--method", "mosr-oalw-more", "--set", "oalw_sign=less", "--out", "x"])
+    assert train_cmd.build_config(args).oalw_sign == "less"
+    assert TrainConfig.load(yaml, ["method=mosr-oalw-more"]).oalw_sign == "more"
 
 
 def test_experiment_and_report_know_xboundary_and_the_variants(tmp_path):

@@ -30,14 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
-    from mosr.training.config import parse_overrides, read_yaml
+    from mosr.training.config import layer_variant, parse_overrides, read_yaml
 
     data = read_yaml(args.config) if args.config else {}
-    for key in ("method", "model", "steps", "seed"):
-        if getattr(args, key, None) is not None:
-            data[key] = getattr(args, key)
-    data.update(parse_overrides(args.overrides))
-    return TrainConfig.from_dict(data)
+    flags = {key: getattr(args, key) for key in ("method", "model", "steps", "seed") if getattr(args, key, None) is not None}
+    data = layer_variant(data, flags)  # a variant named by --method sits above the YAML file
+    return TrainConfig.from_dict(layer_variant(data, parse_overrides(args.overrides)))
 
 
 def run(args: argparse.Namespace) -> int:

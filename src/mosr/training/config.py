@@ -60,8 +60,9 @@ METHODS: dict[str, MethodSpec] = {
 class Variant:
     """A named setting of a method: ``mosr train --method mosr-gamma`` is ``mosr`` with ``compliance_gamma: 1``.
 
-    The overrides sit between the defaults and everything the user sets (YAML, flags, ``--set``), so a
-    variant can still be tuned. The run records the base method and the resolved keys.
+    The variant's settings sit where the variant is named: ``--method`` (or ``method=`` in the
+    overrides) puts them above the YAML file and below ``--set``; ``method:`` in a YAML file or a dict
+    puts them below that file's own keys. The run records the base method and the resolved keys.
     """
 
     method: str
@@ -80,6 +81,12 @@ VARIANTS: dict[str, Variant] = {
     "mosr-oalw-more": Variant("mosr", {"oalw_sign": "more"}, "control: MOSR with the reverse OALW sign (overlap erased more)"),
     "mosr-wide-harmful": Variant("mosr", {"max_harmful": None}, "MOSR with every harmful training prompt of harmful_datasets (no cap)"),
 }
+
+
+def layer_variant(lower: dict[str, Any], upper: dict[str, Any]) -> dict[str, Any]:
+    """``lower`` updated with ``upper``; a variant named in ``upper`` brings its settings in between."""
+    variant = VARIANTS.get(str(upper.get("method")))
+    return {**lower, **(variant.overrides if variant else {}), **upper}
 
 
 def resolve_method(data: dict[str, Any]) -> dict[str, Any]:
@@ -316,11 +323,8 @@ class TrainConfig:
         data: dict[str, Any] = {}
         if path is not None:
             data.update(read_yaml(path))
-        if isinstance(overrides, dict):
-            data.update(overrides)
-        else:
-            data.update(parse_overrides(overrides or []))
-        return cls.from_dict(data)
+        upper = dict(overrides) if isinstance(overrides, dict) else parse_overrides(overrides or [])
+        return cls.from_dict(layer_variant(data, upper))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
