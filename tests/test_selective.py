@@ -370,3 +370,10 @@ def test_xboundary_separation_reaches_the_gradient_and_trains(tmp_path):
     result = train(cfg(method="xboundary", steps=2), tmp_path / "run", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
     assert all(math.isfinite(h["separation"]) for h in result.history)
     assert all(math.isnan(h["refusal_ce"]) for h in result.history)
+
+
+def test_shipped_xboundary_config_loads():
+    from pathlib import Path
+
+    c = TrainConfig.load(Path(__file__).resolve().parents[1] / "configs" / "train-xboundary.yaml")
+    assert (c.method, c.max_pseudo, c.xb_schedule_span) == ("xboundary", None, pytest.approx(300 / 180))
