@@ -8,6 +8,8 @@ Registered judges (see ``docs/JUDGES.md`` for their measured accuracy):
 * ``keyword`` -- gibberish first, then clause-initial refusal phrases with exceptions.
 * ``learned`` -- gibberish first, then a logistic regression on MiniLM sentence embeddings plus
   keyword flags, trained on human-labelled completions (``scripts/train_judge.py``).
+* ``harm`` -- the keyword judge's verdict plus the harm view: a logistic regression on MiniLM
+  features that flags meaningful harmful content (``scripts/train_harm_judge.py``).
 * ``hub`` -- a classifier from the Hugging Face hub (HarmBench, WildGuard, Llama Guard formats).
 * ``default`` -- the judge with the best measured accuracy on the default model's own outputs.
 
@@ -25,13 +27,14 @@ from typing import Any, TypeVar
 from mosr.errors import ConfigError
 from mosr.judges.base import VERDICTS, Judge, Judgment, Verdict, check_lengths, count_verdicts, screen, unjudged
 from mosr.judges.embedding import EMBEDDING_NAME, Embedder, LogisticHead, embedding_model_dir, file_sha256, get_embedder
+from mosr.judges.harm import HARM_META, HARM_WEIGHTS, HarmJudge, harm_features
 from mosr.judges.gibberish import WEIGHTS_DIR, WORDLIST_FILE, GibberishJudge, GibberishThresholds, gibberish_reason
 from mosr.judges.hub import DEFAULT_HUB_MODEL, HUB_FORMATS, HubJudge, build_hub_prompt, parse_hub_output
 from mosr.judges.keyword import KEYWORDS_FILE, KeywordJudge, KeywordRules, load_keyword_rules
 from mosr.judges.learned import CHEAP_FEATURES, LEARNED_META, LEARNED_WEIGHTS, LearnedJudge, cheap_features, learned_features
 
 __all__ = [
-    "CHEAP_FEATURES", "DEFAULT_HUB_MODEL", "EMBEDDING_NAME", "HUB_FORMATS", "JUDGES", "KEYWORDS_FILE", "LEARNED_META",
+    "CHEAP_FEATURES", "DEFAULT_HUB_MODEL", "HARM_META", "HARM_WEIGHTS", "HarmJudge", "harm_features", "EMBEDDING_NAME", "HUB_FORMATS", "JUDGES", "KEYWORDS_FILE", "LEARNED_META",
     "LEARNED_WEIGHTS", "VERDICTS", "WEIGHTS_DIR", "WORDLIST_FILE", "Embedder", "GibberishJudge", "GibberishThresholds",
     "HubJudge", "Judge", "Judgment", "KeywordJudge", "KeywordRules", "LearnedJudge", "LogisticHead", "Verdict",
     "build_hub_prompt", "cheap_features", "check_lengths", "count_verdicts", "embedding_model_dir", "file_sha256",
@@ -44,6 +47,7 @@ _FACTORIES: dict[str, Callable[..., Judge]] = {
     "gibberish": GibberishJudge,
     "learned": LearnedJudge,
     "hub": HubJudge,
+    "harm": HarmJudge,
     "default": KeywordJudge,
 }
 JUDGES: tuple[str, ...] = tuple(_FACTORIES)
