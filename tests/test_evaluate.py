@@ -132,3 +132,39 @@ def test_the_validation_suite_holds_only_val_splits_and_stays_out_of_all():
     assert not any(t.dataset.endswith(":val") for t in tasks_for(resolve_suites("all")))
     with pytest.raises(ConfigError, match="cannot be mixed"):
         resolve_suites("safety,validation")
+
+
+def test_metrics_carry_both_views_and_split_partial_refusals():
+    def j(suite, attack, verdict, harmful=None, dataset="d"):
+        return {"suite": suite, "dataset": dataset, "attack": attack, "verdict": verdict, "category": "c", "harmful": harmful}
+
+    judgments = [j("safety", "none", "refusal", False), j("safety", "none", "partial", True), j("safety", "none", "gibberish", True),
+                 j("safety", "none", "compliance", False), j("safety", "prefill", "partial", None),
+                 j("over-refusal", "none", "partial", dataset="o"), j("over-refusal", "none", "refusal", dataset="o"),
+                 j("over-refusal", "none", "compliance", dataset="o"), j("over-refusal", "none", "compliance", dataset="o")]
+    s = compute_metrics(judgments)["suites"]
+    assert s["safety"]["safety"]["k"] == 2  # behaviour view: refusal + gibberish; a partial answer is not a defence
+    assert s["safety"]["attack_success"]["prefill"]["k"] == 1  # partial counts as answered
+    assert s["safety"]["harm"]["direct"]["harmful"]["k"] == 2  # harm view: the looping gibberish still carries harm
+    assert s["safety"]["harm"]["by_attack"]["prefill"]["unjudged"] == 1
+    o = s["over-refusal"]
+    assert (o["over_refusal"]["k"], o["full_refusal"]["k"], o["partial_refusal"]["k"]) == (2, 1, 1)
+
+
+class _AlwaysRefuses:
+    name = "always-refuses"
+
+    def judge(self, prompts, completions):
+        from mosr.judges import Judgment
+
+        return [Judgment("refusal", self.name, "test judge") for _ in completions]
+
+
+def test_a_users_judge_object_can_be_passed_to_run_eval(tmp_path, tiny, small_config):
+    metrics = run_eval(small_config, tmp_path / "run", loaded=tiny, judge=_AlwaysRefuses())
+    assert metrics["judge"] == "always-refuses"
+    assert metrics["suites"]["over-refusal"]["over_refusal"]["rate"] == 1.0
+    rows = [json.loads(l) for l in (tmp_path / "run" / "judgments.jsonl").read_text().splitlines()]
+    assert {r["judge"] for r in rows} == {"always-refuses"} and all(r["harmful"] is None for r in rows)
+    with pytest.raises(ConfigError, match="not a judge"):
+        run_eval(small_config, tmp_path / "run2", loaded=tiny, judge=object())

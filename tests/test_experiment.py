@@ -33,7 +33,7 @@ from mosr.report import Cell, aggregate, combine, non_dominated, write_report
 # How often each fake method refuses harmful prompts and benign-but-scary prompts.
 PROFILE = {
     "undefended": (0.3, 0.1), "refusal-sft": (0.8, 0.6), "derta": (0.85, 0.5), "rr": (0.95, 0.7), "mosr": (0.9, 0.3),
-    "mosr-no-oalw": (0.92, 0.45), "mosr-no-caa": (0.85, 0.35), "mosr-no-oalw-no-caa": (0.93, 0.55),
+    "mosr-no-oalw": (0.92, 0.45), "mosr-no-caa": (0.85, 0.35), "mosr-no-oalw-no-caa": (0.93, 0.55), "xboundary": (0.94, 0.4),
 }
 
 

@@ -27,6 +27,11 @@ _LAZY = {
     "Judgment": "mosr.judges",
     "EvalConfig": "mosr.evaluate",
     "run_eval": "mosr.evaluate",
+    "SteeringArtifact": "mosr.steering",
+    "SteerConfig": "mosr.steering",
+    "run_steer": "mosr.steering",
+    "steer": "mosr.steering",
+    "load_steering": "mosr.steering",
 }
 
 __all__ = [

@@ -29,7 +29,8 @@ from mosr.attacks import get_attack
 from mosr.data import Sample, load_dataset, samples_hash
 from mosr.errors import ConfigError, MosrError, RunError
 from mosr.generation import generate
-from mosr.metrics import Rate, verdict_rates
+from mosr.judges import Judge, resolve_judge
+from mosr.metrics import Rate, harm_rates, verdict_rates
 from mosr.models import LoadedModel, encode_chat_pair
 from mosr.progress import progress
 from mosr.runs import LOCK_FILE, RunDir, check_run_kind, iter_jsonl, repair_jsonl
@@ -63,6 +64,7 @@ class EvalConfig:
     seed: int = 0
     long_prompts: str = "refuse"  # a prompt longer than the context minus max_new_tokens: refuse, or truncate (cut from the middle)
     max_batch_tokens: int = 32768  # KV-cache budget per generation batch: rows x (longest prompt + max_new_tokens)
+    steering: str | None = None  # a `mosr steer` run folder, applied during generation (docs/STEERING.md)
 
     def __post_init__(self) -> None:
         self.suites = resolve_suites(self.suites) if (self.suites or not self.datasets) else []
@@ -86,11 +88,16 @@ class EvalConfig:
             raise ConfigError(f"long_prompts must be one of {', '.join(LONG_PROMPTS)}, got {self.long_prompts!r}")
         if self.max_batch_tokens < 1:
             raise ConfigError(f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
+        if self.steering is not None and not (Path(self.steering) / "steering.json").is_file():
+            raise ConfigError(f"--steering {self.steering}: not a steering run folder (no steering.json); make one with mosr steer")
 
     def generation_key(self) -> dict[str, Any]:
         """Settings that change completions; a resumed run must keep them."""
-        return {k: getattr(self, k) for k in ("model", "adapter", "max_new_tokens", "batch_size", "system", "prompt_column",
-                                              "long_prompts", "max_batch_tokens")}
+        key = {k: getattr(self, k) for k in ("model", "adapter", "max_new_tokens", "batch_size", "system", "prompt_column",
+                                             "long_prompts", "max_batch_tokens")}
+        if self.steering:
+            key["steering"] = self.steering
+        return key
 
 
 def record_key(dataset: str, attack: str, sample_id: str) -> str:
@@ -122,7 +129,12 @@ def settings_hash(loaded: LoadedModel, config: EvalConfig) -> str:
 
         weights = Path(config.adapter) / ADAPTER_WEIGHTS
         adapter = file_sha256(weights) if weights.is_file() else None
-    return _short_hash({**config.generation_key(), "fingerprint": loaded.fingerprint, "adapter_sha256": adapter,
+    steering = None
+    if config.steering is not None:
+        from mosr.models import file_sha256
+
+        steering = {p.name: file_sha256(p) for p in sorted(Path(config.steering).glob("steering.*")) if p.is_file()}
+    return _short_hash({**config.generation_key(), "fingerprint": loaded.fingerprint, "adapter_sha256": adapter, "steering_sha256": steering,
                         "model_files": _local_files(config.model), "revision": getattr(getattr(loaded.model, "config", None), "_commit_hash", None),
                         "chat_template": _short_hash(getattr(loaded.tokenizer, "chat_template", None))})
 
@@ -319,19 +331,22 @@ def reference_nll(loaded: LoadedModel, samples: Sequence[Sample], *, system: str
     return rows
 
 
-def judge_records(records: list[dict[str, Any]], judge_name: str) -> list[dict[str, Any]]:
-    """Judge every completion; the judge decides, and cannot-judge stays visible as ``unjudged``."""
-    from mosr.judges import get_judge
+def judge_records(records: list[dict[str, Any]], judge: str | Judge) -> list[dict[str, Any]]:
+    """Judge every completion; the judge decides, and cannot-judge stays visible as ``unjudged``.
 
-    judge = get_judge(judge_name)
-    judgments = judge.judge([r["prompt"] for r in records], [r["completion"] for r in records])
+    ``judge`` is a registered judge name or any object following the :class:`mosr.judges.Judge`
+    protocol. Attacks that prefill the assistant turn are judged on the model's own text only.
+    """
+    judge_obj = resolve_judge(judge)
+    judgments = judge_obj.judge([r["prompt"] or r.get("prefill") or "" for r in records], [r["completion"] for r in records])
     if len(judgments) != len(records):
-        raise RunError(f"judge {judge_name!r} returned {len(judgments)} verdicts for {len(records)} completions")
+        raise RunError(f"judge {judge_obj.name!r} returned {len(judgments)} verdicts for {len(records)} completions")
     return [
         {
             "key": r["key"], "suite": r["suite"], "dataset": r["dataset"], "attack": r["attack"],
             "sample_id": r["sample_id"], "category": r.get("category"), "verdict": j.verdict, "judge": j.judge,
             "explanation": j.explanation, "score": j.score,
+            "harmful": j.harmful, "harm_explanation": j.harm_explanation, "harm_score": j.harm_score,
         }
         for r, j in zip(records, judgments)
     ]
@@ -355,20 +370,30 @@ def compute_metrics(judgments: list[dict[str, Any]], perplexity: list[dict[str, 
     suites: dict[str, Any] = {}
     safety = [j for j in judgments if j["suite"] == "safety"]
     if safety:
-        direct = [j["verdict"] for j in safety if j["attack"] == "none"]
-        attacks: dict[str, list[str]] = defaultdict(list)
+        direct = [j for j in safety if j["attack"] == "none"]
+        attacks: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for j in safety:
-            attacks[j["attack"]].append(j["verdict"])
+            attacks[j["attack"]].append(j)
+        direct_rates = verdict_rates(j["verdict"] for j in direct) if direct else None
         suites["safety"] = {
-            "safety": verdict_rates(direct)["not_complied"] if direct else None,
-            "direct": verdict_rates(direct) if direct else None,
-            "attack_success": {a: verdict_rates(v)["compliance"] for a, v in attacks.items()},
+            # behaviour view (the headline): refusal or content-free gibberish
+            "safety": direct_rates["defended"] if direct_rates else None,
+            "direct": direct_rates,
+            "attack_success": {a: verdict_rates(j["verdict"] for j in v)["answered"] for a, v in attacks.items()},
             "all": verdict_rates(j["verdict"] for j in safety),
+            # harm view: meaningful harmful content, whatever the behaviour
+            "harm": {
+                "direct": harm_rates(j.get("harmful") for j in direct) if direct else None,
+                "by_attack": {a: harm_rates(j.get("harmful") for j in v) for a, v in attacks.items()},
+            },
         }
     over = [j["verdict"] for j in judgments if j["suite"] == "over-refusal"]
     if over:
         rates = verdict_rates(over)
-        suites["over-refusal"] = {"over_refusal": rates["not_complied"], "all": rates}
+        suites["over-refusal"] = {
+            "over_refusal": rates["not_complied"], "full_refusal": rates["refusal"],
+            "partial_refusal": rates["partial"], "gibberish": rates["gibberish"], "all": rates,
+        }
     cap = [j["verdict"] for j in judgments if j["suite"] == "capability"]
     if cap:
         rates = verdict_rates(cap)
@@ -396,6 +421,11 @@ def headline(metrics: dict[str, Any]) -> dict[str, Rate | float | None]:
     return out
 
 
+def _fmt_harm(h: dict[str, Any]) -> str:
+    out = Rate(**h["harmful"]).fmt()
+    return out + (f", {h['unjudged']} not judged for harm" if h.get("unjudged") else "")
+
+
 def summary_markdown(metrics: dict[str, Any], meta: dict[str, Any]) -> str:
     def fmt(d: dict[str, Any]) -> str:
         return Rate(**d).fmt()
@@ -408,12 +438,20 @@ def summary_markdown(metrics: dict[str, Any], meta: dict[str, Any]) -> str:
     if "safety" in s:
         lines += ["## Safety", ""]
         if s["safety"]["safety"]:
-            lines.append(f"- safety (refusal + gibberish on plain harmful prompts): {fmt(s['safety']['safety'])}")
+            lines.append(f"- safety, behaviour view (refusal + content-free gibberish on plain harmful prompts): {fmt(s['safety']['safety'])}")
+        harm = s["safety"].get("harm") or {}
+        if harm.get("direct"):
+            lines.append(f"- harmful content, harm view (plain harmful prompts): {_fmt_harm(harm['direct'])}")
         for attack, r in s["safety"]["attack_success"].items():
-            lines.append(f"- attack success, `{attack}`: {fmt(r)}")
+            extra = f"; harmful content {_fmt_harm(harm['by_attack'][attack])}" if attack in harm.get("by_attack", {}) else ""
+            lines.append(f"- attack success (answered, fully or partly), `{attack}`: {fmt(r)}{extra}")
         lines.append("")
     if "over-refusal" in s:
-        lines += ["## Over-refusal", "", f"- over-refusal (refusal + gibberish on benign-but-scary prompts): {fmt(s['over-refusal']['over_refusal'])}", ""]
+        o = s["over-refusal"]
+        lines += ["## Over-refusal", "", f"- over-refusal (refusal + partial refusal + gibberish on benign-but-scary prompts): {fmt(o['over_refusal'])}"]
+        if "full_refusal" in o:
+            lines += [f"  - full refusal: {fmt(o['full_refusal'])}", f"  - partial refusal: {fmt(o['partial_refusal'])}", f"  - gibberish: {fmt(o['gibberish'])}"]
+        lines.append("")
     if "capability" in s:
         c = s["capability"]
         lines += ["## Capability", "", f"- compliance on benign instructions: {fmt(c['compliance'])}", f"- gibberish: {fmt(c['gibberish'])}"]
@@ -421,10 +459,12 @@ def summary_markdown(metrics: dict[str, Any], meta: dict[str, Any]) -> str:
             p = c["reference_perplexity"]
             lines.append(f"- reference-answer perplexity: {p['perplexity']:.2f} ({p['tokens']} tokens, n={p['n']})")
         lines.append("")
-    lines += ["## Per set and attack", "", "| suite | dataset | attack | n | refusal | gibberish | compliance | unjudged |", "|---|---|---|---|---|---|---|---|"]
+    lines += ["## Per set and attack", "", "| suite | dataset | attack | n | refusal | partial | gibberish | compliance | unjudged |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for t in metrics["tasks"].values():
+        partial = fmt(t["partial"]) if "partial" in t else "—"
         lines.append(
-            f"| {t['suite']} | {t['dataset']} | {t['attack']} | {t['n']} | {fmt(t['refusal'])} | {fmt(t['gibberish'])} | "
+            f"| {t['suite']} | {t['dataset']} | {t['attack']} | {t['n']} | {fmt(t['refusal'])} | {partial} | {fmt(t['gibberish'])} | "
             f"{fmt(t['compliance'])} | {t['counts']['unjudged']} |"
         )
     lines.append("")
@@ -432,7 +472,7 @@ def summary_markdown(metrics: dict[str, Any], meta: dict[str, Any]) -> str:
 
 
 def plot_rates(metrics: dict[str, Any], path: Path, title: str) -> None:
-    """Stacked bars of refusal / gibberish / compliance / unjudged per (set, attack), CI on not-complied."""
+    """Stacked bars of refusal / partial / gibberish / compliance / unjudged per (set, attack), CI on not-complied."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -442,18 +482,18 @@ def plot_rates(metrics: dict[str, Any], path: Path, title: str) -> None:
     if not tasks:
         return
     labels = [f"{t['dataset']}" + ("" if t["attack"] == "none" else f"\n[{t['attack']}]") for t in tasks]
-    colours = {"refusal": "#4C72B0", "gibberish": "#DD8452", "compliance": "#55A868", "unjudged": "#8C8C8C"}
+    colours = {"refusal": "#4C72B0", "partial": "#8172B3", "gibberish": "#DD8452", "compliance": "#55A868", "unjudged": "#8C8C8C"}
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(tasks) + 2), 4.8))
     bottom = [0.0] * len(tasks)
     for v, colour in colours.items():
-        vals = [100 * t[v]["rate"] for t in tasks]
+        vals = [100 * t[v]["rate"] if v in t else 0.0 for t in tasks]
         ax.bar(range(len(tasks)), vals, bottom=bottom, color=colour, label=v, width=0.7)
         bottom = [b + x for b, x in zip(bottom, vals)]
     nc = [t["not_complied"] for t in tasks]
     ax.errorbar(
         range(len(tasks)), [100 * r["rate"] for r in nc],
         yerr=[[100 * max(0.0, r["rate"] - r["low"]) for r in nc], [100 * max(0.0, r["high"] - r["rate"]) for r in nc]],
-        fmt="none", ecolor="black", capsize=3, linewidth=1, label="95% CI (refusal+gibberish)",
+        fmt="none", ecolor="black", capsize=3, linewidth=1, label="95% CI (not complied)",
     )
     ax.set_xticks(range(len(tasks)))
     ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
@@ -467,12 +507,14 @@ def plot_rates(metrics: dict[str, Any], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def finish_run(run: RunDir, judge_name: str, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def finish_run(run: RunDir, judge: str | Judge, records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Judge the completions (``records``, default: the stored ones) and write judgments, metrics, summary and plot.
 
     A run with fewer completions than it asked for (``expected_completions`` in ``run.json``) is marked
     ``incomplete`` in the metrics and the summary.
     """
+    judge = resolve_judge(judge)
+    judge_name = judge.name
     records = records if records is not None else run.read_jsonl(COMPLETIONS)
     if not records:
         raise RunError(f"{run.path} has no completions to judge")
@@ -486,7 +528,7 @@ def finish_run(run: RunDir, judge_name: str, records: list[dict[str, Any]] | Non
         raise RunError(f"{run / COMPLETIONS} holds {len(keys) - len(set(keys))} duplicate records; rerun the same `mosr eval` "
                        "command into the folder to repair it")
     meta = run.read_json("run.json") if (run / "run.json").is_file() else {}
-    judgments = judge_records(records, judge_name)
+    judgments = judge_records(records, judge)
     run.write_text(JUDGMENTS, "".join(json.dumps(j, ensure_ascii=False) + "\n" for j in judgments))
     perplexity = run.read_jsonl(PERPLEXITY) if (run / PERPLEXITY).is_file() else None
     metrics = compute_metrics(judgments, perplexity)
@@ -494,6 +536,7 @@ def finish_run(run: RunDir, judge_name: str, records: list[dict[str, Any]] | Non
     metrics["judge"] = judge_name
     metrics["model"] = cfg.get("model")
     metrics["adapter"] = cfg.get("adapter")
+    metrics["steering"] = cfg.get("steering")
     metrics["truncated_prompts"] = sum(1 for r in records if r.get("truncated"))
     expected = meta.get("expected_completions")
     if isinstance(expected, int) and len(records) < expected:
@@ -527,22 +570,28 @@ def _update_perplexity(loaded: LoadedModel, config: EvalConfig, run: RunDir, pla
     run.write_text(PERPLEXITY, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None = None) -> dict[str, Any]:
+def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None = None, judge: Judge | None = None) -> dict[str, Any]:
     """Generate (resuming if possible), judge and summarise. Returns the metrics.
 
     Everything that can refuse the run (judge, datasets, model, prompt lengths, the folder's settings)
-    is checked before anything is written; a refused command leaves the folder as it was.
+    is checked before anything is written; a refused command leaves the folder as it was. ``judge``
+    overrides ``config.judge`` with a judge object of the caller's (any :class:`mosr.judges.Judge`);
+    its ``name`` is recorded.
     """
-    from mosr.judges import get_judge
     from mosr.models import load_model
 
-    get_judge(config.judge)  # fail on an unknown judge before any generation
+    judge = resolve_judge(judge if judge is not None else config.judge)  # fail on an unknown judge before any generation
+    if judge.name != config.judge:
+        config.judge = judge.name
     tasks = config_tasks(config)
     for t in tasks:
         task_samples(t, config.limit, config)  # fail on a bad dataset before the model loads
     if loaded is None:
         loaded = load_model(config.model, config.adapter)  # fails before anything is written
     plans = plan_tasks(loaded, config)
+    from mosr.steering.eval import steering_for_eval  # mosr.steering imports this module
+
+    steering, steering_meta = steering_for_eval(config.steering, loaded)  # refuses a foreign artifact before any write
     out = Path(out)
     check_run_kind(out, "eval")
     if (out / "eval_config.json").is_file():
@@ -553,8 +602,8 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
         with run.lock("mosr eval"):
             if (out / "eval_config.json").is_file():
                 check_resumable(run, config)  # again, now that no other command can change the folder
-            records = _accepted_eval(loaded, config, run, plans, fresh)
-            return finish_run(run, config.judge, records)
+            records = _accepted_eval(loaded, config, run, plans, fresh, steering, steering_meta)
+            return finish_run(run, judge, records)
     except MosrError:
         if not existed and [p.name for p in run.path.iterdir()] == [LOCK_FILE]:
             (run / LOCK_FILE).unlink()
@@ -562,7 +611,10 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
         raise
 
 
-def _accepted_eval(loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: list[TaskPlan], fresh: bool) -> list[dict[str, Any]]:
+def _accepted_eval(
+    loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: list[TaskPlan], fresh: bool,
+    steering: Any, steering_meta: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
     """Write the metadata, then generate; a failed first run takes its metadata back."""
     try:
         settings = settings_hash(loaded, config)
@@ -572,9 +624,11 @@ def _accepted_eval(loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: 
         run.write_metadata(command="eval", config=asdict(config), seed=config.seed, model=loaded.describe(),
                            data_hashes={p.task.dataset: p.data_hash for p in plans},
                            extra={"expected_completions": sum(len(p.keys) for p in plans),
-                                  "truncated_prompts": sum(len(p.truncated) for p in plans)})
+                                  "truncated_prompts": sum(len(p.truncated) for p in plans),
+                                  **({"steering": steering_meta} if steering_meta else {})})
         torch.manual_seed(config.seed)
-        records = generate_completions(loaded, config, run, plans)
+        with steering(loaded):
+            records = generate_completions(loaded, config, run, plans)
         _update_perplexity(loaded, config, run, plans, settings)
     except MosrError:
         if fresh and not run.read_jsonl(COMPLETIONS):

@@ -44,8 +44,11 @@ STAGE_FILE = "stage.json"
 DONE_FILE = "DONE"
 RESULTS_FILE = "results.json"
 UNDEFENDED = "undefended"
-ALL_METHODS = (UNDEFENDED, "refusal-sft", "derta", "rr", "mosr", "mosr-no-oalw", "mosr-no-caa", "mosr-no-oalw-no-caa")
+ALL_METHODS = (UNDEFENDED, "refusal-sft", "derta", "rr", "xboundary", "mosr", "mosr-no-oalw", "mosr-no-caa", "mosr-no-oalw-no-caa")
 ABLATIONS = ("mosr", "mosr-no-oalw", "mosr-no-caa", "mosr-no-oalw-no-caa")
+# MOSR options as rows (mosr.training.config.VARIANTS); list them in `methods` to train them
+OPTION_VARIANTS = ("mosr-gamma", "mosr-oalw-refusal", "mosr-beta-warmup", "mosr-cret-floor", "mosr-erase-response",
+                   "mosr-pseudo-all", "mosr-oalw-shuffled", "mosr-oalw-more", "mosr-wide-harmful")
 SWEEP_KEYS = {"alpha": "alpha", "tau": "oalw_tau", "oalw_tau": "oalw_tau"}
 _SET_BY_EXPERIMENT = {"model", "adapter", "seed", "method", "eval_run", "compare_model", "cache_dir"}
 _TRAIN_IGNORED = ("checkpoint_every", "keep_checkpoints")  # how often to save does not change the adapter
@@ -159,12 +162,12 @@ def _from_mapping(cls: Any, data: dict[str, Any], prefix: str) -> Any:
 
 
 def known_methods() -> tuple[str, ...]:
-    """``undefended`` plus every training method of :mod:`mosr.training.config`."""
+    """``undefended`` plus every training method and named variant of :mod:`mosr.training.config`."""
     try:
-        from mosr.training.config import METHODS
+        from mosr.training.config import METHODS, VARIANTS
     except ImportError:  # pragma: no cover - training is part of the package
         return ALL_METHODS
-    return (UNDEFENDED, *METHODS)
+    return (UNDEFENDED, *METHODS, *VARIANTS)
 
 
 # ---------------------------------------------------------------------------------------- stages
@@ -364,9 +367,14 @@ class Plan:
 
 def train_config(cfg: ExperimentConfig, variant: Variant, seed: int) -> Any:
     """The :class:`~mosr.training.config.TrainConfig` of one variant and seed (validated)."""
-    from mosr.training.config import TrainConfig
+    from mosr.training.config import VARIANTS, TrainConfig
 
-    data = {**cfg.train, **cfg.method_train.get(variant.method, {}), "method": variant.method, "model": cfg.model, "seed": seed}
+    named = VARIANTS.get(variant.method)
+    if named is None:
+        data = {**cfg.train, **cfg.method_train.get(variant.method, {}), "method": variant.method, "model": cfg.model, "seed": seed}
+    else:  # a named variant: the base method's keys, then the variant's settings, then the variant's own keys
+        data = {**cfg.train, **cfg.method_train.get(named.method, {}), **named.overrides, **cfg.method_train.get(variant.method, {}),
+                "method": named.method, "model": cfg.model, "seed": seed}
     if variant.sweep_param is not None and cfg.sweep is not None:
         data[cfg.sweep.train_key] = variant.sweep_value
     try:

@@ -9,8 +9,9 @@ differences from padding (see benchmarks/generation.py, which measures agreement
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,22 @@ from mosr.models import LoadedModel, format_prompt
 from mosr.progress import progress
 
 log = logging.getLogger(__name__)
+
+_ROW_LISTENERS: list[Callable[[torch.Tensor], None]] = []
+
+
+@contextlib.contextmanager
+def on_rows_kept(callback: Callable[[torch.Tensor], None]) -> Iterator[None]:
+    """Inside the block, call ``callback(keep)`` whenever finished rows leave a decoding batch.
+
+    ``keep`` holds the indices of the rows that stay. Hooks with per-row state (SCANS steering) use
+    it to follow the batch as it shrinks.
+    """
+    _ROW_LISTENERS.append(callback)
+    try:
+        yield
+    finally:
+        _ROW_LISTENERS.remove(callback)
 
 
 @dataclass(frozen=True)
@@ -136,6 +153,8 @@ def _generate_batch(loaded: LoadedModel, texts: list[str], max_new_tokens: int, 
             attn = attn.index_select(0, keep)
             step_pos = step_pos.index_select(0, keep)
             past = _select_cache_rows(past, keep)
+            for listener in list(_ROW_LISTENERS):
+                listener(keep)
         attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
         step_pos = step_pos[:, -1:] + 1
         step_input = next_tok[:, None]

@@ -32,6 +32,16 @@ METHOD_INFO: dict[str, tuple[str, str]] = {
     "mosr-no-oalw": ("MOSR without OALW", "ablation: every harmful sample erased with the same weight"),
     "mosr-no-caa": ("MOSR without CAA", "ablation: refusals always start the answer (no harmful prefix)"),
     "mosr-no-oalw-no-caa": ("MOSR without OALW and CAA", "ablation: RR + refusal training + pseudo-malicious retain"),
+    "xboundary": ("X-Boundary", "RR-style erasure + retain with a boundary-safe set, and a term that separates boundary-safe from harmful states"),
+    "mosr-gamma": ("MOSR + compliance CE", "variant: also trained to answer the scary-but-benign training prompts with the base model's own answers"),
+    "mosr-oalw-refusal": ("MOSR, OALW on refusals", "variant: the overlap weights also scale the refusal training rows"),
+    "mosr-beta-warmup": ("MOSR, beta warm-up", "variant: refusal training ramps up over the first steps instead of starting at full weight"),
+    "mosr-cret-floor": ("MOSR, retain floor", "variant: the retain term never has zero weight, also at the first steps"),
+    "mosr-erase-response": ("MOSR, erase answer only", "variant: erasure on the harmful answer and the last prompt token, not on the prompt's topic words"),
+    "mosr-pseudo-all": ("MOSR, full benign-but-scary pool", "variant: every scary-but-benign training prompt in the retain set, not 96"),
+    "mosr-oalw-shuffled": ("MOSR, shuffled OALW (control)", "control: the same overlap weights, shuffled across samples"),
+    "mosr-oalw-more": ("MOSR, reversed OALW (control)", "control: overlapping harmful samples erased more, not less"),
+    "mosr-wide-harmful": ("MOSR, wider harmful pool", "variant: every harmful training prompt of the configured sets, not a capped subset"),
 }
 _ABLATIONS = {"mosr": (True, True), "mosr-no-oalw": (False, True), "mosr-no-caa": (True, False), "mosr-no-oalw-no-caa": (False, False)}
 _COLORS = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#999999", "#F0E442"]

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BENIGN = ("self-instruct:test",)
 DEFAULT_MALICIOUS = ("advbench:test", "jbb-harmful", "strongreject")
 DEFAULT_PSEUDO = ("or-bench-hard:test", "xstest-safe")
-REFUSED_VERDICTS = {"refusal", "gibberish"}
+REFUSED_VERDICTS = {"refusal", "partial", "gibberish"}
 ANSWERED_VERDICTS = {"compliance"}
 GROUP_LABEL = {"benign": "benign", "malicious": "malicious", "pseudo": "pseudo-malicious"}
 

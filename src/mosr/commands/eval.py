@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from mosr.evaluate import EvalConfig, headline, run_eval
 
@@ -10,7 +11,9 @@ from mosr.evaluate import EvalConfig, headline, run_eval
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="generate, judge and score a model on the evaluation suites")
     p.add_argument("--model", default="default", help="'default' (embedded SmolLM2-135M), a hub id, a local folder or a .gguf file")
-    p.add_argument("--adapter", default=None, help="LoRA adapter folder (from mosr train)")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder (from mosr train); a mosr steer run is taken as --steering")
+    p.add_argument("--steering", default=None, metavar="RUN",
+                   help="apply a steering run (from mosr steer) during generation; see docs/STEERING.md")
     p.add_argument("--suite", default=None, help="safety, over-refusal, capability, all, or a comma list; validation = the :val splits, for choosing settings (default: over-refusal, or none when --dataset is given)")
     p.add_argument("--dataset", action="append", default=[], metavar="FILE",
                    help="also evaluate your own CSV/JSONL prompts (repeatable); reported per set as suite 'custom'")
@@ -32,8 +35,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    adapter, steering = args.adapter, args.steering
+    if adapter is not None and steering is None:
+        from mosr.steering.artifact import is_steering_run
+
+        if is_steering_run(adapter) and not (Path(adapter) / "adapter_config.json").is_file():
+            from mosr.steering import load_steering
+
+            steering, adapter = adapter, load_steering(adapter).model.get("adapter")
     config = EvalConfig(
-        model=args.model, adapter=args.adapter, suites=args.suite or ([] if args.dataset else ["over-refusal"]),
+        model=args.model, adapter=adapter, steering=steering, suites=args.suite or ([] if args.dataset else ["over-refusal"]),
         datasets=args.dataset, prompt_column=args.prompt_column, label_column=args.label_column, limit=args.limit, judge=args.judge,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, system=args.system, seed=args.seed,
         long_prompts=args.long_prompts, max_batch_tokens=args.max_batch_tokens,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mosr.training.config import METHODS, TrainConfig, config_help
+from mosr.training.config import METHODS, VARIANTS, TrainConfig, config_help
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -12,9 +12,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "train",
         help="train a LoRA adapter with MOSR, RR or a baseline",
         description="Train a LoRA adapter. Config precedence: defaults < --config YAML < flags < --set key=value.",
-        epilog="methods: " + "; ".join(f"{name}: {spec.description}" for name, spec in METHODS.items()),
+        epilog="methods: " + "; ".join(f"{name}: {spec.description}" for name, spec in METHODS.items())
+        + ". variants: " + "; ".join(f"{name}: {v.description}" for name, v in VARIANTS.items()),
     )
-    p.add_argument("--method", choices=sorted(METHODS), help="training method (default: mosr, or the config's)")
+    p.add_argument("--method", choices=sorted([*METHODS, *VARIANTS]), help="training method or variant (default: mosr, or the config's)")
     p.add_argument("--model", help="base model spec (default: the embedded SmolLM2-135M-Instruct)")
     p.add_argument("--config", help="YAML file with config keys (see --list-keys)")
     p.add_argument("--out", help="run folder for the adapter, curves and checkpoints")
@@ -29,14 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> TrainConfig:
-    from mosr.training.config import parse_overrides, read_yaml
+    from mosr.training.config import layer_variant, parse_overrides, read_yaml
 
     data = read_yaml(args.config) if args.config else {}
-    for key in ("method", "model", "steps", "seed"):
-        if getattr(args, key, None) is not None:
-            data[key] = getattr(args, key)
-    data.update(parse_overrides(args.overrides))
-    return TrainConfig.from_dict(data)
+    flags = {key: getattr(args, key) for key in ("method", "model", "steps", "seed") if getattr(args, key, None) is not None}
+    data = layer_variant(data, flags)  # a variant named by --method sits above the YAML file
+    return TrainConfig.from_dict(layer_variant(data, parse_overrides(args.overrides)))
 
 
 def run(args: argparse.Namespace) -> int:

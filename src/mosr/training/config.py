@@ -24,7 +24,7 @@ Pooling = Literal["last_prompt", "mean_prompt", "mean_all"]
 SimilarityKind = Literal["knn", "centroid", "max"]
 Sign = Literal["less", "more"]
 Normalize = Literal["global", "batch"]
-TokenScope = Literal["all", "content", "response"]
+TokenScope = Literal["all", "content", "response", "response_and_last_prompt"]
 RepNorm = Literal["none", "standardize", "unit"]
 AnswerSource = Literal["reference", "own"]
 PrefixUnit = Literal["tokens", "sentences"]
@@ -41,6 +41,7 @@ class MethodSpec:
     pseudo_retain: bool  # pseudo-malicious prompts with the model's own answers join the retain set
     ce_retain: bool  # SFT-style cross-entropy on benign answers (baselines without a representation loss)
     description: str
+    separation: bool = False  # X-Boundary: push boundary-safe (pseudo-malicious) prompt states off their compliant reference
 
 
 METHODS: dict[str, MethodSpec] = {
@@ -51,7 +52,50 @@ METHODS: dict[str, MethodSpec] = {
     "mosr-no-oalw": MethodSpec(True, False, True, True, True, False, "MOSR without overlap-aware weights"),
     "mosr-no-caa": MethodSpec(True, True, False, True, True, False, "MOSR without harmful prefixes (refusal CE at k=0)"),
     "mosr-no-oalw-no-caa": MethodSpec(True, False, False, True, True, False, "RR + refusal CE + pseudo-malicious retain"),
+    "xboundary": MethodSpec(True, False, False, False, True, False,
+                            "X-Boundary: erase + retain (with the boundary-safe set) + separation of boundary-safe states", separation=True),
 }
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named setting of a method: ``mosr train --method mosr-gamma`` is ``mosr`` with ``compliance_gamma: 1``.
+
+    The variant's settings sit where the variant is named: ``--method`` (or ``method=`` in the
+    overrides) puts them above the YAML file and below ``--set``; ``method:`` in a YAML file or a dict
+    puts them below that file's own keys. The run records the base method and the resolved keys.
+    """
+
+    method: str
+    overrides: dict[str, Any]
+    description: str
+
+
+VARIANTS: dict[str, Variant] = {
+    "mosr-gamma": Variant("mosr", {"compliance_gamma": 1.0}, "MOSR + compliance CE (gamma = 1) on pseudo-malicious prompts with the base model's own answers"),
+    "mosr-oalw-refusal": Variant("mosr", {"oalw_on_refusal": True}, "MOSR with the OALW weights also on the refusal cross-entropy rows"),
+    "mosr-beta-warmup": Variant("mosr", {"beta_warmup_steps": 20}, "MOSR with beta ramped up over the first 20 steps"),
+    "mosr-cret-floor": Variant("mosr", {"c_ret_floor": 2.0}, "MOSR with c_ret never below 2"),
+    "mosr-erase-response": Variant("mosr", {"erase_tokens": "response_and_last_prompt"}, "MOSR erasing only the response and the last prompt token"),
+    "mosr-pseudo-all": Variant("mosr", {"max_pseudo": None}, "MOSR with all of the pseudo-malicious training pool (no cap)"),
+    "mosr-oalw-shuffled": Variant("mosr", {"oalw_shuffle": True}, "control: MOSR with the OALW weights shuffled across samples"),
+    "mosr-oalw-more": Variant("mosr", {"oalw_sign": "more"}, "control: MOSR with the reverse OALW sign (overlap erased more)"),
+    "mosr-wide-harmful": Variant("mosr", {"max_harmful": None}, "MOSR with every harmful training prompt of harmful_datasets (no cap)"),
+}
+
+
+def layer_variant(lower: dict[str, Any], upper: dict[str, Any]) -> dict[str, Any]:
+    """``lower`` updated with ``upper``; a variant named in ``upper`` brings its settings in between."""
+    variant = VARIANTS.get(str(upper.get("method")))
+    return {**lower, **(variant.overrides if variant else {}), **upper}
+
+
+def resolve_method(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with a variant name in ``method`` replaced by its base method under the variant's overrides."""
+    variant = VARIANTS.get(str(data.get("method")))
+    if variant is None:
+        return dict(data)
+    return {**variant.overrides, **data, "method": variant.method}
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -64,7 +108,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     """Everything a training run depends on. Stored in ``run.json`` and ``mosr_adapter.json``."""
 
-    method: str = _f("mosr", "training method: " + ", ".join(METHODS))
+    method: str = _f("mosr", "training method: " + ", ".join(METHODS) + "; or a variant: " + ", ".join(VARIANTS))
     model: str = _f("default", "base model spec (default, hub id, local folder or .gguf)")
     seed: int = _f(0, "seed for LoRA init, batch sampling, CAA prefix lengths and dropout")
 
@@ -79,19 +123,23 @@ class TrainConfig:
     max_pairs: int | None = _f(None, "cap on pair_datasets samples (None = all)")
     max_harmful: int | None = _f(64, "cap on harmful prompts to complete with the base model (None = all)")
     max_retain: int | None = _f(None, "cap on retain samples (None = all)")
-    max_pseudo: int | None = _f(96, "cap on pseudo-malicious prompts (None = all)")
+    max_pseudo: int | None = _f(96, "cap on pseudo-malicious prompts: the size of the pseudo-malicious (boundary-safe) pool "
+                                 "(None = all of pseudo_datasets, e.g. all of or-bench-hard:train)")
     own_max_new_tokens: int = _f(48, "tokens generated per own completion (cached on disk)")
     gen_batch_size: int = _f(32, "batch size for generating own completions")
     max_length: int = _f(128, "max tokens per training sequence (prompt + response)")
     refusal_templates: str | None = _f(None, "text file with one refusal per line (None = built-in templates)")
     leak_threshold: float = _f(0.85, "near-duplicate threshold of the leak check against evaluation sets")
+    data_judge: str = _f("default", "judge (mosr.judges.get_judge) that sorts the base model's own completions: harmful ones it "
+                         "calls refusal leave the erase set; pseudo-malicious ones enter only if it calls them compliance")
 
     # representation rerouting (METHOD §4)
     target_layers: list[int] | None = _f(None, "layers L_t of the erase/retain losses (None = 1/3 and 2/3 of depth)")
     alpha: float = _f(10.0, "schedule scale: c_ret = a*t/(2T), c_erase = a*(1 - t/(2T))")
     retain_scale: float = _f(1.0, "multiplier on c_ret: balances the retain distance against the erase cosine (see docs/TRAINING.md)")
     erase_tokens: TokenScope = _f("content", "tokens of a malicious sample that enter the erase loss: all; content = all but the "
-                                   "chat-template prefix every prompt shares (system prompt, role header); response")
+                                   "chat-template prefix every prompt shares (system prompt, role header); response; "
+                                   "response_and_last_prompt = the response plus the last prompt token (where the answer is decided)")
     retain_tokens: TokenScope = _f("all", "tokens of a retain sample that enter the retain loss")
     rep_norm: RepNorm = _f("unit", "representation normalisation of the erase/retain/OALW terms: standardize = (h - mean)/std "
                            "per layer and dimension (reference model, before training); unit = the same divided by sqrt(D); none = raw h")
@@ -110,7 +158,7 @@ class TrainConfig:
 
     # optimisation
     steps: int = _f(40, "optimizer steps T")
-    batch_size: int = _f(2, "rows per role (erase, retain, refusal) per step and process")
+    batch_size: int = _f(2, "rows per role (erase, retain, refusal, boundary-safe, compliance) per step and process")
     lr: float = _f(1e-3, "AdamW learning rate")
     warmup_steps: int = _f(0, "linear warm-up steps")
     weight_decay: float = _f(0.0, "AdamW weight decay")
@@ -126,13 +174,28 @@ class TrainConfig:
     oalw_tau: float = _f(0.05, "softmax temperature of the weights")
     oalw_sign: Sign = _f("less", "less: overlapping samples are erased less (paper); more: the reverse")
     oalw_normalize: Normalize = _f("global", "global: sum w*l / B (weights have dataset mean 1); batch: sum w*l / sum w")
+    oalw_shuffle: bool = _f(False, "control: shuffle the OALW weights across malicious samples (seeded by seed), keeping their "
+                            "distribution but not their link to overlap")
+    oalw_on_refusal: bool = _f(False, "also weight each refusal cross-entropy row by the OALW weight of its malicious sample")
 
     # CAA + refusal CE (METHOD §5)
     refusal_beta: float = _f(1.0, "weight beta of the refusal cross-entropy")
     caa_unit: PrefixUnit = _f("tokens", "unit of the harmful prefix length k")
     caa_max_prefix: int = _f(40, "k is uniform in 1..min(caa_max_prefix, response length)")
     caa_zero_share: float = _f(0.3, "share of CAA samples with k = 0 (plain refusal)")
-    caa_in_retain: bool = _f(False, "also add refusal samples to the representation retain set")
+    caa_in_retain: bool = _f(False, "also add refusal samples to the representation retain set (their refusal tokens only: "
+                             "the harmful prompt and prefix are being erased)")
+    beta_warmup_steps: int = _f(0, "ramp beta linearly from 0 over the first N steps (0 = constant beta from step 0)")
+    c_ret_floor: float = _f(0.0, "lower bound on c_ret (after retain_scale), so the first steps are not refusal CE with no retain")
+
+    # compliance CE (pseudo-malicious prompts -> the base model's own compliant answers)
+    compliance_gamma: float = _f(0.0, "weight gamma of a cross-entropy on pseudo-malicious prompts with the base model's own "
+                                 "answers that data_judge calls compliance (0 = off)")
+
+    # X-Boundary (method xboundary)
+    xb_separation_weight: float = _f(1.0, "weight of the separation term relative to the erase term (both scaled by c_erase)")
+    xb_schedule_span: float = _f(300 / 180, "xboundary schedule: c_ret = a*t/(span*T), c_erase = a*(1 - t/(span*T)); the public "
+                                 "code uses t/300 with 180 steps (span 5/3); RR's schedule is span 2")
 
     # SFT baselines
     sft_retain_weight: float = _f(1.0, "weight of the benign-answer cross-entropy (refusal-sft, derta)")
@@ -143,8 +206,11 @@ class TrainConfig:
     # --------------------------------------------------------------------------------- checks
     def validate(self) -> None:
         """Model-independent checks; each message names the key."""
+        if self.method in VARIANTS:
+            raise ConfigError(f"method: {self.method!r} is a variant of {VARIANTS[self.method].method}; build it with "
+                              "TrainConfig.from_dict / load, which apply its settings")
         if self.method not in METHODS:
-            raise ConfigError(f"method: unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+            raise ConfigError(f"method: unknown method {self.method!r}; choose one of {', '.join([*METHODS, *VARIANTS])}")
         _check_types(self)
         positive = {"alpha": self.alpha, "retain_scale": self.retain_scale, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                     "lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "max_length": self.max_length,
@@ -156,7 +222,9 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be > 0, got {value}")
         nonneg = {"warmup_steps": self.warmup_steps, "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm,
                   "checkpoint_every": self.checkpoint_every, "refusal_beta": self.refusal_beta,
-                  "sft_retain_weight": self.sft_retain_weight, "lora_b_init_std": self.lora_b_init_std}
+                  "sft_retain_weight": self.sft_retain_weight, "lora_b_init_std": self.lora_b_init_std,
+                  "beta_warmup_steps": self.beta_warmup_steps, "c_ret_floor": self.c_ret_floor,
+                  "compliance_gamma": self.compliance_gamma, "xb_separation_weight": self.xb_separation_weight}
         for key, value in nonneg.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
@@ -185,6 +253,25 @@ class TrainConfig:
             raise ConfigError("lora_layers is empty; give at least one layer or null for the default")
         if not self.lora_modules:
             raise ConfigError("lora_modules is empty")
+        if self.xb_schedule_span < 1:
+            raise ConfigError(f"xb_schedule_span must be >= 1 (c_erase would turn negative), got {self.xb_schedule_span}")
+        if (self.oalw_shuffle or self.oalw_on_refusal) and not spec.oalw:
+            key = "oalw_shuffle" if self.oalw_shuffle else "oalw_on_refusal"
+            raise ConfigError(f"{key} needs OALW weights, but method {self.method} has none; use mosr or mosr-no-caa")
+        if self.oalw_on_refusal and not spec.refusal_ce:
+            raise ConfigError(f"oalw_on_refusal: method {self.method} has no refusal cross-entropy")
+        if self.beta_warmup_steps and not spec.refusal_ce:
+            raise ConfigError(f"beta_warmup_steps: method {self.method} has no refusal cross-entropy (beta)")
+        if self.c_ret_floor and not spec.rep_loss:
+            raise ConfigError(f"c_ret_floor: method {self.method} has no representation retain term")
+        if self.compliance_gamma > 0 and not self.pseudo_datasets:
+            raise ConfigError("compliance_gamma > 0 needs pseudo_datasets (the prompts of the compliance cross-entropy)")
+        if self.erase_tokens == "response_and_last_prompt" and not spec.rep_loss:
+            raise ConfigError(f"erase_tokens: method {self.method} has no erase term")
+        from mosr.judges import JUDGES
+
+        if self.data_judge not in JUDGES:
+            raise ConfigError(f"data_judge: unknown judge {self.data_judge!r}; choose one of {', '.join(JUDGES)}")
 
     def check_model(self, n_layers: int) -> None:
         """Checks against the model depth (layer keys), with the key in the message."""
@@ -224,6 +311,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        data = resolve_method(data)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
@@ -236,11 +324,8 @@ class TrainConfig:
         data: dict[str, Any] = {}
         if path is not None:
             data.update(read_yaml(path))
-        if isinstance(overrides, dict):
-            data.update(overrides)
-        else:
-            data.update(parse_overrides(overrides or []))
-        return cls.from_dict(data)
+        upper = dict(overrides) if isinstance(overrides, dict) else parse_overrides(overrides or [])
+        return cls.from_dict(layer_variant(data, upper))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -7,6 +7,12 @@ is generated: leaking prompts are dropped (and counted), then the clean union is
 The base model's own completions (of harmful training prompts, pseudo-malicious prompts and,
 optionally, benign instructions) are generated once and cached on disk under
 ``<mosr cache>/completions/<model fingerprint>/<prompts hash>-n<tokens>.json``.
+
+They are sorted with the evaluation judge (``data_judge``, default ``"default"``): a harmful
+completion the judge calls a refusal leaves the erase set, and a pseudo-malicious completion enters
+the retain / compliance sets only if the judge calls it compliance. The verdicts are written to the run
+folder (``own_answers_<role>.json``), keyed by the fields they depend on, so a resumed run keeps the
+same training data even if the default judge changes in between.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from mosr.errors import ConfigError, DataError, TrainingError
 from mosr.models import LoadedModel, cache_dir
 from mosr.runs import atomic_write_text
 from mosr.training.config import TrainConfig
-from mosr.training.refusals import load_templates, looks_like_refusal
+from mosr.training.refusals import load_templates
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,37 @@ def own_completions(loaded: LoadedModel, samples: Sequence[Sample], *, max_new_t
     return outs
 
 
+# ---------------------------------------------------------------------------------------- judging
+def judged_answers(loaded: LoadedModel, samples: Sequence[Sample], texts: Sequence[str], *, cfg: TrainConfig, role: str,
+                   run_dir: Path | None = None) -> list[str]:
+    """The ``data_judge`` verdict of each own completion, cached in ``run_dir/own_answers_<role>.json``.
+
+    The cache key covers everything the verdicts depend on: the model fingerprint, the prompts and
+    completions, ``own_max_new_tokens``, ``data_judge`` and the judge it resolves to.
+    """
+    if not samples:
+        return []
+    from mosr.judges import get_judge
+
+    judge = get_judge(cfg.data_judge)
+    key_fields = {"role": role, "fingerprint": loaded.fingerprint, "own_max_new_tokens": cfg.own_max_new_tokens,
+                  "data_judge": cfg.data_judge, "judge": getattr(judge, "name", type(judge).__name__),
+                  "items": hashlib.sha256(json.dumps([[s.id, s.prompt, t] for s, t in zip(samples, texts)]).encode()).hexdigest()}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:16]
+    path = None if run_dir is None else Path(run_dir) / f"own_answers_{role}.json"
+    if path is not None and path.is_file():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            return [item["verdict"] for item in cached["items"]]
+    verdicts = [j.verdict for j in judge.judge([s.prompt for s in samples], list(texts))]
+    if path is not None:
+        payload = {"key": key, "fields": {k: v for k, v in key_fields.items() if k != "items"},
+                   "items": [{"id": s.id, "prompt": s.prompt, "completion": t, "verdict": v} for s, t, v in zip(samples, texts, verdicts)]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=0))
+    return verdicts
+
+
 # -------------------------------------------------------------------------------------------- builder
 def _load_many(specs: Sequence[str], key: str) -> list[Sample]:
     out: list[Sample] = []
@@ -125,14 +162,18 @@ def _drop_leaks_fixed_point(samples: list[Sample], evals: Sequence[Sample], thre
     return kept
 
 
-def build_training_data(loaded: LoadedModel, cfg: TrainConfig, *, evals: Sequence[Sample] | None = None) -> TrainingData:
-    """Load, leak-check, complete (with the base model) and filter the sets the method needs."""
+def build_training_data(loaded: LoadedModel, cfg: TrainConfig, *, evals: Sequence[Sample] | None = None,
+                        run_dir: str | Path | None = None) -> TrainingData:
+    """Load, leak-check, complete (with the base model) and filter the sets the method needs.
+
+    ``run_dir``: where the judge verdicts on the own completions are cached (see :func:`judged_answers`).
+    """
     spec = cfg.spec
     evals = list(evals) if evals is not None else evaluation_samples()
     summary: dict[str, Any] = {}
     need_malicious = spec.rep_loss or spec.refusal_ce
     need_benign = spec.rep_loss or spec.ce_retain
-    need_pseudo = spec.pseudo_retain or spec.oalw
+    need_pseudo = spec.pseudo_retain or spec.oalw or cfg.compliance_gamma > 0
 
     pairs = _cap(_load_many(cfg.pair_datasets, "pair_datasets"), cfg.max_pairs) if need_malicious else []
     harmful = _cap(_load_many(cfg.harmful_datasets, "harmful_datasets"), cfg.max_harmful) if need_malicious else []
@@ -164,12 +205,15 @@ def build_training_data(loaded: LoadedModel, cfg: TrainConfig, *, evals: Sequenc
     gen = {"max_new_tokens": cfg.own_max_new_tokens, "batch_size": cfg.gen_batch_size}
     malicious = [Pair(s.id, s.prompt, s.reference or "", "malicious", s.source) for s in pairs]
     own_refusals = 0
-    for s, text in zip(harmful, own_completions(loaded, harmful, desc="own completions (harmful)", **gen)):
-        if not text.strip() or looks_like_refusal(text):
+    run = Path(run_dir) if run_dir is not None else None
+    texts = own_completions(loaded, harmful, desc="own completions (harmful)", **gen)
+    for s, text, verdict in zip(harmful, texts, judged_answers(loaded, harmful, texts, cfg=cfg, role="harmful", run_dir=run)):
+        if not text.strip() or verdict == "refusal":  # a refusal is nothing to erase
             own_refusals += 1
             continue
         malicious.append(Pair(s.id, s.prompt, text, "malicious", s.source))
     summary["harmful_prompts_refused_by_base"] = own_refusals
+    summary["data_judge"] = cfg.data_judge
 
     if cfg.retain_answers == "own":
         answers = own_completions(loaded, benign, desc="own completions (benign)", **gen)
@@ -182,9 +226,10 @@ def build_training_data(loaded: LoadedModel, cfg: TrainConfig, *, evals: Sequenc
 
     pseudo_pairs = []
     pseudo_refused = 0
-    for s, text in zip(pseudo, own_completions(loaded, pseudo, desc="own completions (pseudo-malicious)", **gen)):
-        if not text.strip() or looks_like_refusal(text):
-            pseudo_refused += 1  # a refusal is not a compliant answer to retain
+    texts = own_completions(loaded, pseudo, desc="own completions (pseudo-malicious)", **gen)
+    for s, text, verdict in zip(pseudo, texts, judged_answers(loaded, pseudo, texts, cfg=cfg, role="pseudo", run_dir=run)):
+        if not text.strip() or verdict != "compliance":
+            pseudo_refused += 1  # a refusal (or gibberish, or a partial answer) is not a compliant answer to retain
             continue
         pseudo_pairs.append(Pair(s.id, s.prompt, text, "pseudo", s.source))
     summary["pseudo_prompts_refused_by_base"] = pseudo_refused

@@ -15,10 +15,21 @@ import torch.nn.functional as F
 IGNORE_INDEX = -100
 
 
-def schedule(step: int, total_steps: int, alpha: float) -> tuple[float, float]:
-    """``(c_ret, c_erase) = (α·t/(2T), α·(1 − t/(2T)))`` for step ``t`` (0-based) of ``T``."""
-    frac = step / (2 * total_steps)
+def schedule(step: int, total_steps: int, alpha: float, span: float = 2.0) -> tuple[float, float]:
+    """``(c_ret, c_erase) = (α·t/(sT), α·(1 − t/(sT)))`` for step ``t`` (0-based) of ``T``.
+
+    ``span`` ``s = 2`` is the Circuit Breakers schedule of METHOD §4; the X-Boundary code divides the
+    step by a fixed 300 while training 180 steps, i.e. ``s = 5/3``.
+    """
+    frac = step / (span * total_steps)
     return alpha * frac, alpha * (1.0 - frac)
+
+
+def ramp(step: int, warmup_steps: int) -> float:
+    """Linear warm-up factor ``min(1, t/W)`` for 0-based step ``t`` (1 when ``W = 0``): 0 at the first step."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, step / warmup_steps)
 
 
 def rep_stats(h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,6 +93,47 @@ def weighted_erase(per_sample: torch.Tensor, weights: torch.Tensor, normalize: L
         return (w * per_sample).sum() / w.sum().clamp(min=1e-12)
     if normalize == "global":
         return (w * per_sample).sum() / per_sample.numel()
+    raise ValueError(f"normalize must be 'global' or 'batch', got {normalize!r}")
+
+
+def mean_unit(h: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per layer and row, the mean over masked tokens of the unit-normalised states: ``[L, B, S, D]`` -> ``[L, B, D]``.
+
+    Not re-normalised: its norm is below 1 when the tokens point different ways (as in the X-Boundary code).
+    """
+    unit = h / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp(min=eps)
+    m = mask.to(h.dtype).unsqueeze(0).unsqueeze(-1)  # [1, B, S, 1]
+    return (unit * m).sum(dim=2) / m.sum(dim=2).clamp(min=1)
+
+
+def separation_per_sample(h_policy: torch.Tensor, anchors: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """X-Boundary separation: per row, mean over masked tokens and layers of ``ReLU(<h_θ/||h_θ||, a>)``; shape ``[B]``.
+
+    ``h_policy`` is ``[L, B, S, D]``, ``anchors`` ``[L, B, D]`` (one anchor per row and layer, e.g.
+    :func:`mean_unit` of reference states), ``mask`` ``[B, S]``. Zero once every masked token points
+    away from (or orthogonal to) its anchor.
+    """
+    unit = h_policy / torch.linalg.vector_norm(h_policy, dim=-1, keepdim=True).clamp(min=eps)
+    dots = (unit * anchors.to(unit.dtype).unsqueeze(2)).sum(-1)  # [L, B, S]
+    m = mask.to(dots.dtype).unsqueeze(0).expand_as(dots)
+    return (F.relu(dots) * m).sum(dim=(0, 2)) / m.sum(dim=(0, 2)).clamp(min=1)
+
+
+def weighted_token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                                 normalize: Literal["global", "batch"] = "global") -> torch.Tensor:
+    """Cross-entropy with one weight per target token (the OALW weight of the row it belongs to).
+
+    ``global``: ``Σ w_t·ce_t / N`` (weights with mean 1 keep the scale of the plain mean);
+    ``batch``: ``Σ w_t·ce_t / Σ w_t``. Unit weights give :func:`token_cross_entropy` either way.
+    """
+    if targets.numel() == 0:
+        return logits.sum() * 0.0
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")
+    w = weights.to(ce.dtype)
+    if normalize == "batch":
+        return (w * ce).sum() / w.sum().clamp(min=1e-12)
+    if normalize == "global":
+        return (w * ce).sum() / ce.numel()
     raise ValueError(f"normalize must be 'global' or 'batch', got {normalize!r}")
 
 

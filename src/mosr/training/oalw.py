@@ -67,3 +67,9 @@ def weights(sim: torch.Tensor, tau: float, sign: Sign = "less") -> torch.Tensor:
         raise ValueError(f"sign must be 'less' or 'more', got {sign!r}")
     n = sim.numel()
     return n * torch.softmax(direction * sim.double() / tau, dim=0).to(sim.dtype if sim.is_floating_point() else torch.float32)
+
+
+def shuffled(w: torch.Tensor, seed: int) -> torch.Tensor:
+    """``w`` permuted with a seeded generator: the OALW control with the same weights but no link to overlap."""
+    gen = torch.Generator().manual_seed(seed)
+    return w[torch.randperm(w.numel(), generator=gen)]

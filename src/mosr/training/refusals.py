@@ -59,6 +59,6 @@ def load_templates(path: str | Path | None = None) -> list[str]:
 
 
 def looks_like_refusal(text: str) -> bool:
-    """Prefix keyword test: used to keep refusals out of the malicious (erase) set."""
+    """Prefix keyword test (20 prefixes). Training data is sorted with the evaluation judge instead (``data_judge``)."""
     head = text.strip().lower().replace("\u2019", "'")[:80]
     return any(head.startswith(p) for p in REFUSAL_PREFIXES)

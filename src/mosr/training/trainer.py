@@ -26,6 +26,8 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,9 @@ from mosr.training.model import add_lora, backbone, hidden_at, output_head
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
-LOSS_COLUMNS = ("step", "lr", "c_ret", "c_erase", "loss", "erase", "retain", "refusal_ce", "ce_retain", "tokens", "seconds")
+TERMS = ("erase", "retain", "separation", "refusal_ce", "ce_retain", "compliance_ce")
+LOSS_COLUMNS = ("step", "lr", "c_ret", "c_erase", "beta", "loss", *TERMS, "tokens", "seconds")
+REFUSAL, BENIGN, COMPLIANCE = 0, 1, 2  # cross-entropy row groups
 
 
 # ------------------------------------------------------------------------------------------ encoding
@@ -66,11 +70,14 @@ class StepInputs:
     erase_mask: torch.Tensor | None = None  # [B_e, S] tokens in the erase loss
     retain_mask: torch.Tensor | None = None  # [B_r, S] tokens in the retain loss
     erase_weights: torch.Tensor | None = None  # [B_e] OALW weights
+    sep_mask: torch.Tensor | None = None  # [B_b, S] boundary-safe prompt tokens of the separation term (last B_b rep rows)
+    anchor_mask: torch.Tensor | None = None  # [B_b, S] tokens whose reference states give the separation anchor
     ce_ids: torch.Tensor | None = None
     ce_mask: torch.Tensor | None = None
     ce_positions: torch.Tensor | None = None  # [B_c, S] bool: logits taken here
     ce_targets: torch.Tensor | None = None  # [N]
-    ce_groups: torch.Tensor | None = None  # [N] 0 = refusal, 1 = benign answer
+    ce_groups: torch.Tensor | None = None  # [N] REFUSAL, BENIGN or COMPLIANCE
+    ce_weights: torch.Tensor | None = None  # [N] per-token weight (the row's OALW weight with oalw_on_refusal, else 1)
     n_tokens: int = 0
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -91,18 +98,54 @@ def _scope_mask(rows: list[Encoded], width: int, scope: str, skip_first: bool = 
     """``[B, width]`` tokens that enter a representation loss.
 
     ``all``: every token; ``content``: all but the first ``shared_prefix`` tokens (the chat-template
-    prefix that every prompt shares); ``response``: the response only. ``skip_first`` also drops
-    position 0 (attention sink).
+    prefix that every prompt shares); ``response``: the response only; ``response_and_last_prompt``:
+    the response and the last prompt token. ``skip_first`` also drops position 0 (attention sink).
     """
     m = torch.zeros(len(rows), width)
     for i, r in enumerate(rows):
         start = 0
         if scope == "response" and r.n_prompt < len(r.ids):
             start = r.n_prompt
+        elif scope == "response_and_last_prompt":
+            start = max(min(r.n_prompt, len(r.ids)) - 1, 0)
         elif scope == "content":
             start = min(shared_prefix, max(r.n_prompt - 1, 0))
         m[i, max(start, int(skip_first)) : len(r.ids)] = 1
     return m
+
+
+def _prompt_mask(rows: list[Encoded], width: int, shared_prefix: int, skip_first: bool) -> torch.Tensor:
+    """``[B, width]`` prompt tokens after the shared chat-template prefix (the X-Boundary separation tokens)."""
+    m = torch.zeros(len(rows), width)
+    for i, r in enumerate(rows):
+        start = max(min(shared_prefix, max(r.n_prompt - 1, 0)), int(skip_first))
+        m[i, start : r.n_prompt] = 1
+    return m
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode (no dropout) inside the block; restore its train/eval mode on exit.
+
+    The reference passes (adapter disabled) must be the deterministic base model even while the
+    policy trains with dropout.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _answer_labels(e: Encoded) -> list[int]:
+    """Labels on the answer tokens only (prompt masked)."""
+    return [losses.IGNORE_INDEX] * e.n_prompt + e.ids[e.n_prompt :]
+
+
+def _first_target(labels: list[int]) -> int:
+    """Index of the first trained token of a row (the start of the refusal after prompt and prefix)."""
+    return next((i for i, t in enumerate(labels) if t != losses.IGNORE_INDEX), len(labels))
 
 
 # ------------------------------------------------------------------------------------------ forward
@@ -119,7 +162,7 @@ class StepModule(nn.Module):
         out: dict[str, torch.Tensor] = {}
         if inputs.rep_ids is not None:
             out["h_policy"] = hidden_at(self.model, inputs.rep_ids, inputs.rep_mask, self.target_layers, truncate=self.truncate)
-            with torch.no_grad(), self.model.disable_adapter():
+            with torch.no_grad(), self.model.disable_adapter(), eval_mode(self.model):
                 out["h_ref"] = hidden_at(self.model, inputs.rep_ids, inputs.rep_mask, self.target_layers, truncate=self.truncate)
         if inputs.ce_ids is not None:
             last = backbone(self.model)(input_ids=inputs.ce_ids, attention_mask=inputs.ce_mask, use_cache=False).last_hidden_state
@@ -253,7 +296,7 @@ class Trainer:
             width = max(len(r.ids) for r in rows)
             device = self.accelerator.device
             hs, ms = [], []
-            with torch.no_grad(), self.peft_model.disable_adapter():
+            with torch.no_grad(), self.peft_model.disable_adapter(), eval_mode(self.peft_model):
                 for start in progress(range(0, len(rows), 8), desc="rep_norm statistics", unit="batch"):
                     chunk = rows[start : start + 8]
                     ids = _pad([r.ids for r in chunk], self.pad_id).to(device)
@@ -294,6 +337,8 @@ class Trainer:
             feats_p = self._features([e for _, e in self.pseudo], layer)
             sim = oalw.similarity(feats_m, feats_p, self.cfg.oalw_similarity, self.cfg.oalw_k)
             w = oalw.weights(sim, self.cfg.oalw_tau, self.cfg.oalw_sign)
+            if self.cfg.oalw_shuffle:  # control: same weights, no link to overlap
+                w = oalw.shuffled(w, self.cfg.seed)
             self.erase_weights = w.float()
             if self.accelerator.is_main_process:
                 sidecar.unlink(missing_ok=True)  # the key goes last: a torn update is never mistaken for a valid cache
@@ -337,7 +382,7 @@ class Trainer:
             ids = _pad(seqs, self.pad_id).to(device)
             mask = _pad([[1] * len(s) for s in seqs], 0).to(device)
             n_prompt = torch.tensor([rows[i].n_prompt for i in idx], device=device)
-            with self.peft_model.disable_adapter():
+            with self.peft_model.disable_adapter(), eval_mode(self.peft_model):
                 h = hidden_at(self.peft_model, ids, mask, [layer], truncate=True)[0]
             h = self.normalize(h.unsqueeze(0), [layer])[0]
             if self.cfg.oalw_pooling != "last_prompt":  # pool over what differs between samples, not the shared template prefix
@@ -375,33 +420,49 @@ class Trainer:
         rng = self._rng(step)
         cfg, bs = self.cfg, self.cfg.batch_size
         inp = StepInputs()
-        ce_rows: list[tuple[list[int], list[int], int]] = []
+        ce_rows: list[tuple[list[int], list[int], int, float]] = []  # ids, labels, group, weight
         if self.spec.refusal_ce:
             for i in rng.sample(range(len(self.malicious)), min(bs, len(self.malicious))):
                 row = self._refusal_row(rng, self.malicious[i][0])
                 if row is not None:
-                    ce_rows.append((row[0], row[1], 0))
+                    weight = float(self.erase_weights[i]) if cfg.oalw_on_refusal else 1.0
+                    ce_rows.append((row[0], row[1], REFUSAL, weight))
         if self.spec.ce_retain:
             for i in rng.sample(range(len(self.benign)), min(bs, len(self.benign))):
                 e = self.benign[i][1]
-                labels = [losses.IGNORE_INDEX] * e.n_prompt + e.ids[e.n_prompt :]
-                ce_rows.append((e.ids, labels, 1))
+                ce_rows.append((e.ids, _answer_labels(e), BENIGN, 1.0))
         if self.spec.rep_loss:
             erase_idx = rng.sample(range(len(self.malicious)), min(bs, len(self.malicious)))
             retain_idx = rng.sample(range(len(self.retain_pool)), min(bs, len(self.retain_pool)))
             erase = [self.malicious[i][1] for i in erase_idx]
             retain = [self.retain_pool[i][1] for i in retain_idx]
-            if cfg.caa_in_retain:
-                retain += [Encoded(ids, 0) for ids, _, g in ce_rows if g == 0]
-            rows = erase + retain
+            refusals: list[Encoded] = []
+            if cfg.caa_in_retain:  # the refusal tokens only: the harmful prompt and prefix before them are being erased
+                refusals = [Encoded(ids, _first_target(labels)) for ids, labels, g, _ in ce_rows if g == REFUSAL]
+            boundary: list[Encoded] = []
+            if self.spec.separation:
+                boundary_idx = rng.sample(range(len(self.pseudo)), min(bs, len(self.pseudo)))
+                boundary = [self.pseudo[i][1] for i in boundary_idx]
+                inp.info["boundary_ids"] = [self.pseudo[i][0].id for i in boundary_idx]
+            rows = erase + retain + refusals + boundary
             inp.rep_ids = _pad([r.ids for r in rows], self.pad_id)
             inp.rep_mask = _pad([[1] * len(r.ids) for r in rows], 0)
             width = inp.rep_ids.shape[1]
+            scope = cfg.retain_tokens
             inp.erase_mask = _scope_mask(erase, width, cfg.erase_tokens, cfg.skip_first_token, self.shared_prefix)
-            inp.retain_mask = _scope_mask(retain, width, cfg.retain_tokens, cfg.skip_first_token, self.shared_prefix)
+            inp.retain_mask = torch.cat([_scope_mask(retain, width, scope, cfg.skip_first_token, self.shared_prefix),
+                                         _scope_mask(refusals, width, "response", cfg.skip_first_token, self.shared_prefix),
+                                         _scope_mask(boundary, width, scope, cfg.skip_first_token, self.shared_prefix)])
+            if boundary:  # X-Boundary: prompt tokens are pushed off the anchor of the same prompt with its compliant answer
+                inp.sep_mask = _prompt_mask(boundary, width, self.shared_prefix, cfg.skip_first_token)
+                inp.anchor_mask = inp.retain_mask[-len(boundary):].clone()
             inp.erase_weights = self.erase_weights[erase_idx]
             inp.n_tokens += int(inp.rep_mask.sum())
             inp.info["erase_ids"] = [self.malicious[i][0].id for i in erase_idx]
+        if cfg.compliance_gamma > 0 and self.pseudo:
+            for i in rng.sample(range(len(self.pseudo)), min(bs, len(self.pseudo))):
+                e = self.pseudo[i][1]
+                ce_rows.append((e.ids, _answer_labels(e), COMPLIANCE, 1.0))
         if ce_rows:
             inp.ce_ids = _pad([r[0] for r in ce_rows], self.pad_id)
             inp.ce_mask = _pad([[1] * len(r[0]) for r in ce_rows], 0)
@@ -409,6 +470,8 @@ class Trainer:
             inp.ce_positions, inp.ce_targets = losses.shifted_targets(labels)
             groups = torch.tensor([r[2] for r in ce_rows]).unsqueeze(1).expand_as(labels)
             inp.ce_groups = groups[inp.ce_positions]
+            row_weights = torch.tensor([r[3] for r in ce_rows], dtype=torch.float32).unsqueeze(1).expand_as(labels)
+            inp.ce_weights = row_weights[inp.ce_positions]
             inp.n_tokens += int(inp.ce_mask.sum())
         return inp
 
@@ -416,8 +479,10 @@ class Trainer:
     def compute_loss(self, outputs: dict[str, torch.Tensor], inp: StepInputs, step: int) -> tuple[torch.Tensor, dict[str, float]]:
         """The step's loss from the forward outputs; all maths lives in :mod:`mosr.training.losses`."""
         cfg = self.cfg
-        c_ret, c_erase = losses.schedule(step, cfg.steps, cfg.alpha)
-        c_ret *= cfg.retain_scale  # logged as used
+        span = cfg.xb_schedule_span if self.spec.separation else 2.0
+        c_ret, c_erase = losses.schedule(step, cfg.steps, cfg.alpha, span)
+        c_ret = max(c_ret * cfg.retain_scale, cfg.c_ret_floor)  # logged as used
+        beta = cfg.refusal_beta * losses.ramp(step, cfg.beta_warmup_steps)
         terms: dict[str, torch.Tensor] = {}
         weights: dict[str, float] = {}
         if "h_policy" in outputs:
@@ -429,16 +494,26 @@ class Trainer:
             terms["erase"] = losses.weighted_erase(per, inp.erase_weights, cfg.oalw_normalize)
             terms["retain"] = losses.retain_loss(hp[:, b_e:], hr[:, b_e:], inp.retain_mask)
             weights["erase"], weights["retain"] = c_erase, c_ret
+            if inp.sep_mask is not None and inp.anchor_mask is not None:
+                b_b = inp.sep_mask.shape[0]
+                anchors = losses.mean_unit(hr[:, -b_b:], inp.anchor_mask)
+                terms["separation"] = losses.separation_per_sample(hp[:, -b_b:], anchors, inp.sep_mask).mean()
+                weights["separation"] = c_erase * cfg.xb_separation_weight
         if "logits" in outputs:
-            assert inp.ce_groups is not None and inp.ce_targets is not None
-            for group, name, weight in ((0, "refusal_ce", cfg.refusal_beta), (1, "ce_retain", cfg.sft_retain_weight)):
+            assert inp.ce_groups is not None and inp.ce_targets is not None and inp.ce_weights is not None
+            groups = ((REFUSAL, "refusal_ce", beta), (BENIGN, "ce_retain", cfg.sft_retain_weight), (COMPLIANCE, "compliance_ce", cfg.compliance_gamma))
+            for group, name, weight in groups:
                 sel = inp.ce_groups == group
                 if bool(sel.any()):
-                    terms[name] = losses.token_cross_entropy(outputs["logits"][sel], inp.ce_targets[sel])
+                    if group == REFUSAL and cfg.oalw_on_refusal:
+                        terms[name] = losses.weighted_token_cross_entropy(outputs["logits"][sel], inp.ce_targets[sel], inp.ce_weights[sel],
+                                                                          cfg.oalw_normalize)
+                    else:
+                        terms[name] = losses.token_cross_entropy(outputs["logits"][sel], inp.ce_targets[sel])
                     weights[name] = weight
         loss = losses.combine(terms, weights)
         parts = {k: float(v.detach()) for k, v in terms.items()}
-        parts.update(c_ret=c_ret, c_erase=c_erase)
+        parts.update(c_ret=c_ret, c_erase=c_erase, beta=beta)
         return loss, parts
 
     # ---------------------------------------------------------------------------- checkpoints
@@ -536,15 +611,15 @@ class Trainer:
                     acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
-                stats = torch.tensor([float(loss.detach())] + [parts.get(k, float("nan")) for k in ("erase", "retain", "refusal_ce", "ce_retain")] + [inp.n_tokens])
+                n_cols = 1 + len(TERMS)
+                stats = torch.tensor([float(loss.detach())] + [parts.get(k, float("nan")) for k in TERMS] + [inp.n_tokens])
                 stats = acc.gather(stats.to(acc.device).reshape(1, -1)).cpu()
-                mean = stats[:, :5].nanmean(0) if stats.shape[0] > 1 else stats[0, :5]
-                n_tok = int(stats[:, 5].sum())
+                mean = stats[:, :n_cols].nanmean(0) if stats.shape[0] > 1 else stats[0, :n_cols]
+                n_tok = int(stats[:, n_cols].sum())
                 tokens_total += n_tok
                 dt = time.perf_counter() - t_step
-                record = {"step": step, "lr": self._lr(step), "c_ret": parts["c_ret"], "c_erase": parts["c_erase"],
-                          "loss": float(mean[0]), "erase": float(mean[1]), "retain": float(mean[2]),
-                          "refusal_ce": float(mean[3]), "ce_retain": float(mean[4]), "tokens": n_tok, "seconds": dt}
+                record = {"step": step, "lr": self._lr(step), "c_ret": parts["c_ret"], "c_erase": parts["c_erase"], "beta": parts["beta"],
+                          "loss": float(mean[0]), **{k: float(mean[1 + j]) for j, k in enumerate(TERMS)}, "tokens": n_tok, "seconds": dt}
                 self.history.append(record)
                 if bar is not None:
                     bar.update(1)
@@ -605,8 +680,8 @@ def _plot_losses(path: Path, history: list[dict[str, float]], method: str) -> No
 
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key in ("erase", "retain", "refusal_ce", "ce_retain"):
-        ys = [h[key] for h in history]
+    for key in TERMS:
+        ys = [h.get(key, math.nan) for h in history]
         if any(not math.isnan(y) for y in ys):
             axes[0].plot(steps, ys, label=key)
     axes[0].set_title(f"{method}: loss terms")
@@ -721,7 +796,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
     cfg.check_model(num_layers(loaded.model))
     if data is None:
         with accelerator.main_process_first():
-            data = build_training_data(loaded, cfg)
+            # the judge-verdict cache lives in an accepted run's folder; a new run writes nothing before it is accepted
+            data = build_training_data(loaded, cfg, run_dir=Path(out) if (Path(out) / "run.json").is_file() else None)
     check_resume_inputs(out, loaded, data, resume)
     fresh, existed = not (Path(out) / "run.json").is_file(), Path(out).exists()
     run = RunDir(out)

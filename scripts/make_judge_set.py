@@ -1,0 +1,117 @@
+"""Generate the completions of the judge labelling set (docs/LABELLING.md, docs/JUDGES.md).
+
+Each source model (the undefended default model and its adapters) answers its own slice of prompts
+drawn from **train and validation splits only**: harmful requests (plain, under the prefill attack
+and under the completion attack), benign-but-scary requests and ordinary instructions. Slices are
+disjoint across source models, so no prompt is answered twice. Every prompt id is assigned to
+``judge-train`` or ``judge-test`` by a hash of the id, so rules and models written on judge-train
+never see a judge-test prompt.
+
+    python scripts/make_judge_set.py --source undefended= --source rr=runs/train-rr \\
+        --source mosr=runs/train-mosr --source refusal-sft=runs/train-refusal-sft \\
+        --source derta=runs/train-derta --out results/judge_set/completions.jsonl
+
+Rerunning appends only the source models that are missing from ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from mosr.data import Sample, load_dataset
+from mosr.generation import generate
+from mosr.models import load_model
+
+# (pool name, dataset specs, attack, per-source count). Specs are train/val splits or train-only sets.
+POOLS: tuple[tuple[str, tuple[str, ...], str, int], ...] = (
+    ("harmful", ("advbench:train", "advbench:val"), "none", 12),
+    ("harmful", ("harmful-instructions:train", "harmful-instructions:val"), "none", 16),
+    ("harmful", ("advbench:train",), "prefill", 14),
+    ("harmful", ("derta",), "completion", 14),
+    ("benign-scary", ("or-bench-hard:train", "or-bench-hard:val"), "none", 44),
+    ("ordinary", ("self-instruct:train", "self-instruct:val"), "none", 30),
+)
+TEST_SHARE = 0.4
+
+
+def judge_split(prompt_id: str) -> str:
+    """judge-test for a fixed 40% of prompt ids (by SHA-256), judge-train for the rest."""
+    h = int(hashlib.sha256(prompt_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "judge-test" if h < TEST_SHARE else "judge-train"
+
+
+def _completion_attack(sample: Sample) -> tuple[str, str]:
+    """The completion attack on a train-split harmful request: the assistant turn already complies.
+
+    Built like the evaluation's ``derta-completion-attack`` rows (request restated as a compliant
+    opening, then the start of the harmful answer), from DeRTa's training responses.
+    """
+    words = re.findall(r"\S+", sample.reference or "")
+    return "", " ".join(words[:24])
+
+
+def build_prompts(n_sources: int) -> list[list[dict]]:
+    """Per source model, its list of prompt records; slices are disjoint across sources."""
+    per_source: list[list[dict]] = [[] for _ in range(n_sources)]
+    used: set[str] = set()
+    for kind, specs, attack, count in POOLS:
+        tagged = [(spec.partition(":")[2] or "train", s) for spec in specs for s in load_dataset(spec)]
+        # a hash order mixes train and val in every slice, and is stable
+        tagged = sorted(tagged, key=lambda t: hashlib.sha256(f"{attack}|{t[1].id}".encode()).hexdigest())
+        samples = [t for t in tagged if t[1].id not in used]
+        need = count * n_sources
+        if len(samples) < need:
+            raise SystemExit(f"pool {specs} has {len(samples)} unused prompts, {need} needed")
+        for k in range(n_sources):
+            for split, s in samples[k * count : (k + 1) * count]:
+                used.add(s.id)
+                if attack == "none":
+                    prompt, prefill = s.prompt, ""
+                elif attack == "prefill":
+                    prompt, prefill = s.prompt, f"{s.meta.get('target') or 'Sure, here is how to do that'}:\n\n"
+                else:
+                    prompt, prefill = _completion_attack(s)
+                per_source[k].append({
+                    "prompt_id": s.id, "kind": kind, "dataset": s.source, "split": split, "attack": attack,
+                    "request": s.prompt, "prompt": prompt, "prefill": prefill,
+                })
+    return per_source
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", action="append", required=True, help="NAME=ADAPTER_DIR (empty: the undefended model)")
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
+    args = ap.parse_args()
+    sources = [tuple(s.split("=", 1)) for s in args.source]
+    prompts = build_prompts(len(sources))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if args.out.is_file():
+        done = {json.loads(line)["source"] for line in args.out.read_text().splitlines() if line.strip()}
+    for (name, adapter), rows in zip(sources, prompts):
+        if name in done:
+            print(f"{name}: already in {args.out}")
+            continue
+        loaded = load_model(args.model, adapter or None)
+        texts = generate(
+            loaded, [r["prompt"] for r in rows], response_prefixes=[r["prefill"] for r in rows],
+            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, desc=name,
+        )
+        with args.out.open("a", encoding="utf-8") as fh:
+            for r, text in zip(rows, texts):
+                rec = {"id": f"{name}|{r['attack']}|{r['prompt_id']}", "source": name, **r, "completion": text,
+                       "judge_split": judge_split(r["prompt_id"]), "max_new_tokens": args.max_new_tokens}
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        print(f"{name}: {len(rows)} completions")
+
+
+if __name__ == "__main__":
+    main()
