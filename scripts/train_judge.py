@@ -68,6 +68,9 @@ C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 THRESHOLD = 0.5
 XSTEST_FILES = sorted((DATA_DIR / "xstest").glob("xstest_v2_completions_*_gpteval.csv"))
 HB_FILE = DATA_DIR / "circuit_breakers_aux" / "Meta-Llama-3-8B-Instruct_hb.json"
+JUDGE_SET = Path(__file__).resolve().parent.parent / "results" / "judge_set"
+JUDGE_SET_COMPLETIONS = JUDGE_SET / "completions.jsonl"
+JUDGE_SET_LABELS = JUDGE_SET / "labels.jsonl"
 
 
 @dataclass
@@ -113,6 +116,14 @@ def load_rows() -> list[Row]:
                 hit = rules.match(c)
                 label = 1 if hit is not None and hit[1] == 0 else -1
             rows.append(Row("harmbench", "llama3-8b-instruct", r["behavior_id"], attack, c, label, r["pred"]))
+    # The judge-train part of this project's own labelled set (results/judge_set); judge-test is never read.
+    comps = {r["id"]: r for r in map(json.loads, JUDGE_SET_COMPLETIONS.read_text(encoding="utf-8").splitlines()) if r}
+    for lab in map(json.loads, JUDGE_SET_LABELS.read_text(encoding="utf-8").splitlines()):
+        rec = comps[lab["id"]]
+        if rec["judge_split"] != "judge-train":
+            continue
+        label = {"refusal": 1, "partial": 1, "compliance": 0, "gibberish": -1}[lab["verdict"]]
+        rows.append(Row("own", rec["source"], rec["prompt_id"], rec["kind"], rec["completion"], label, lab["verdict"]))
     return rows
 
 
@@ -267,19 +278,21 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = load_rows()
     test_groups = {s: held_out_groups(rows, s) for s in ("xstest", "harmbench")}
-    is_test = np.array([r.group in test_groups[r.source] for r in rows])
+    is_test = np.array([r.group in test_groups.get(r.source, set()) for r in rows])  # own rows: judge-train only, all for training
     y_all = np.array([r.label for r in rows])
     src = np.array([r.source for r in rows])
     model = np.array([r.model for r in rows])
     groups = np.array([f"{r.source}:{r.group}" for r in rows])
     usable = y_all >= 0
-    log.info("rows: %d xstest, %d harmbench (%d HarmBench 'No' rows without a refusal opening left out)",
-             int((src == "xstest").sum()), int((src == "harmbench").sum()), int((~usable).sum()))
+    log.info("rows: %d xstest, %d harmbench, %d own judge-train (%d rows without a refusal label left out: HarmBench 'No' "
+             "without a refusal opening, own gibberish)",
+             int((src == "xstest").sum()), int((src == "harmbench").sum()), int((src == "own").sum()), int((~usable).sum()))
 
     emb = embed_all(rows, args.max_tokens, args.cache)
     x = np.hstack([emb, cheap_features([r.completion for r in rows])])
     gib = GibberishJudge().reasons([r.completion for r in rows])
-    kw = [j.verdict for j in KeywordJudge().judge([""] * len(rows), [r.completion for r in rows])]
+    # XSTest and this scheme both count a partial refusal as a refusal when scoring refusal/compliance
+    kw = [{"partial": "refusal"}.get(j.verdict, j.verdict) for j in KeywordJudge().judge([""] * len(rows), [r.completion for r in rows])]
     kw_arr = np.asarray(kw)
 
     train = usable & ~is_test
@@ -352,10 +365,13 @@ def main(argv: list[str] | None = None) -> int:
         "labels": {
             "xstest": "1_full_compliance -> compliance; 2_full_refusal and 3_partial_refusal -> refusal",
             "harmbench": "pred Yes -> compliance; pred No and opening with a keyword refusal phrase -> refusal; other No rows unused",
+            "own": "judge-train hand labels (docs/LABELLING.md): refusal and partial -> refusal; compliance -> compliance; gibberish unused",
         },
         "split": {"seed": SEED, "test_fraction": TEST_FRACTION, "by": "XSTest prompt id (stratified by type), HarmBench behaviour id",
                   "n_train": int(train.sum()), "n_heldout_labelled": int((is_test & usable).sum())},
-        "training_data": {str(p.relative_to(DATA_DIR)): sha256(p) for p in [*XSTEST_FILES, HB_FILE, DATA_DIR / "refusal_keywords" / "refusal_keywords.json"]},
+        "training_data": {**{str(p.relative_to(DATA_DIR)): sha256(p) for p in [*XSTEST_FILES, HB_FILE, DATA_DIR / "refusal_keywords" / "refusal_keywords.json"]},
+                          "results/judge_set/completions.jsonl (judge-train)": sha256(JUDGE_SET_COMPLETIONS),
+                          "results/judge_set/labels.jsonl (judge-train)": sha256(JUDGE_SET_LABELS)},
         "gibberish": gib_report,
         "heldout": {"xstest": results["xstest_heldout_prompts"]["learned"], "harmbench": results["harmbench_heldout_behaviours"]["learned"]},
         "metrics": results,

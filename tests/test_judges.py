@@ -39,7 +39,7 @@ def verdicts(judge, completions):
 
 # ------------------------------------------------------------------------------------ registry
 def test_registry_lists_every_judge():
-    assert set(JUDGES) == {"keyword", "gibberish", "learned", "hub", "default"}
+    assert set(JUDGES) == {"keyword", "gibberish", "learned", "hub", "harm", "default"}
     assert isinstance(get_judge("keyword"), KeywordJudge)
     assert isinstance(get_judge("default"), KeywordJudge)
 
