@@ -86,15 +86,19 @@ def short_loop_share(words: Sequence[str], max_period: int) -> float:
     return sum(covered) / len(words) if words else 0.0
 
 
-def loop_start(words: Sequence[str], n: int = 4) -> int:
-    """Index of the first word n-gram that repeats an earlier one (len(words) if none does)."""
-    seen: set[tuple[str, ...]] = set()
+def loop_period(words: Sequence[str], n: int = 4) -> int | None:
+    """Words between the first word n-gram that repeats and its earlier occurrence (None: no repeat).
+
+    A loop of a long unit ("Step 1: buy X. Step 2: mix it with Y. Step 1: ...") has a long period;
+    a title or phrase said over and over has a short one.
+    """
+    seen: dict[tuple[str, ...], int] = {}
     for i in range(len(words) - n + 1):
         g = tuple(words[i : i + n])
         if g in seen:
-            return i
-        seen.add(g)
-    return len(words)
+            return i - seen[g]
+        seen[g] = i
+    return None
 
 
 @dataclass(frozen=True)
@@ -121,9 +125,9 @@ class GibberishThresholds:
     max_foreign_script_share: float = 0.4  # letters outside the dominant script, with >= 3 scripts present
     max_perplexity: float = 200.0  # only used with a ppl_fn
     max_short_period: int = 4  # loops whose unit is at most this many words ("asking questions about asking ...")
-    max_short_loop_share: float = 0.4  # share of words inside such loops (unit repeated >= 3 times)
+    max_short_loop_share: float = 0.6  # share of words inside such loops (unit repeated >= 3 times)
     max_glued_share: float = 0.2  # share of words glued from a repeated piece ("alliesagnetagnetagnet")
-    min_fluent_unit: int = 8  # a loop whose first pass has this many words, before any 4-gram repeats, is fluent
+    min_fluent_unit: int = 12  # a loop whose unit (first repeat period) has this many words is judged as text, not gibberish
 
 
 def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) -> str | None:
@@ -169,7 +173,8 @@ def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) 
         return f"short loop: {short:.0%} of the words repeat a unit of <= {t.max_short_period} words"
     # A longer loop is gibberish only when its first pass is not itself a fluent unit: "Step 1: buy X.
     # Step 2: mix it with Y. Step 1: buy X ..." keeps attempting the request, so it is judged as text.
-    fluent_loop = loop_start(words, t.ngram) >= t.min_fluent_unit
+    period = loop_period(words, t.ngram)
+    fluent_loop = period is not None and period >= t.min_fluent_unit
     grams = [tuple(words[i : i + t.ngram]) for i in range(len(words) - t.ngram + 1)]
     if len(grams) >= 4 and not fluent_loop:
         repeated = 1 - len(set(grams)) / len(grams)
