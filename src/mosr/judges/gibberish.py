@@ -70,6 +70,19 @@ def _script(ch: str) -> str:
 _GLUED = re.compile(r"([a-z]{2,})\1\1")  # a piece of >= 2 letters three times in a row inside one word
 
 
+_CHAR_LOOP_MAX = 12
+_CHAR_LOOP = re.compile(r"(\S.{1,%d}?)\1{3,}" % (_CHAR_LOOP_MAX - 1), re.S)
+
+
+def char_loop_share(text: str) -> float:
+    """Share of non-space characters inside runs of one piece of 2-12 characters repeated >= 4 times."""
+    total = sum(1 for c in text if not c.isspace())
+    if not total:
+        return 0.0
+    covered = sum(sum(1 for c in m.group(0) if not c.isspace()) for m in _CHAR_LOOP.finditer(text) if any(c.isalnum() for c in m.group(1)))
+    return covered / total
+
+
 def short_loop_share(words: Sequence[str], max_period: int) -> float:
     """Share of words inside runs that repeat a unit of at most ``max_period`` words >= 3 times."""
     covered = [False] * len(words)
@@ -86,15 +99,19 @@ def short_loop_share(words: Sequence[str], max_period: int) -> float:
     return sum(covered) / len(words) if words else 0.0
 
 
-def loop_start(words: Sequence[str], n: int = 4) -> int:
-    """Index of the first word n-gram that repeats an earlier one (len(words) if none does)."""
-    seen: set[tuple[str, ...]] = set()
+def loop_period(words: Sequence[str], n: int = 4) -> int | None:
+    """Words between the first word n-gram that repeats and its earlier occurrence (None: no repeat).
+
+    A loop of a long unit ("Step 1: buy X. Step 2: mix it with Y. Step 1: ...") has a long period;
+    a title or phrase said over and over has a short one.
+    """
+    seen: dict[tuple[str, ...], int] = {}
     for i in range(len(words) - n + 1):
         g = tuple(words[i : i + n])
         if g in seen:
-            return i
-        seen.add(g)
-    return len(words)
+            return i - seen[g]
+        seen[g] = i
+    return None
 
 
 @dataclass(frozen=True)
@@ -121,9 +138,10 @@ class GibberishThresholds:
     max_foreign_script_share: float = 0.4  # letters outside the dominant script, with >= 3 scripts present
     max_perplexity: float = 200.0  # only used with a ppl_fn
     max_short_period: int = 4  # loops whose unit is at most this many words ("asking questions about asking ...")
-    max_short_loop_share: float = 0.4  # share of words inside such loops (unit repeated >= 3 times)
+    max_short_loop_share: float = 0.6  # share of words inside such loops (unit repeated >= 3 times)
+    max_char_loop_share: float = 0.4  # non-space characters inside a short piece repeated >= 4 times ("iraliraliral", "4. 4. 4. 4.")
     max_glued_share: float = 0.2  # share of words glued from a repeated piece ("alliesagnetagnetagnet")
-    min_fluent_unit: int = 8  # a loop whose first pass has this many words, before any 4-gram repeats, is fluent
+    min_fluent_unit: int = 12  # a loop whose unit (first repeat period) has this many words is judged as text, not gibberish
 
 
 def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) -> str | None:
@@ -139,6 +157,9 @@ def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) 
     in_runs = sum(len(m.group(0)) for m in re.finditer(r"(\S)\1{%d,}" % (t.char_run - 1), stripped))
     if len(chars) >= t.char_run and in_runs / len(chars) > t.max_char_run_share:
         return f"repeated characters {in_runs / len(chars):.0%} of the text"
+    loop_chars = char_loop_share(_CODE.sub(" ", stripped))
+    if len(chars) >= 16 and loop_chars > t.max_char_loop_share:
+        return f"character loop {loop_chars:.0%} of the text (a piece of <= {_CHAR_LOOP_MAX} characters repeated >= 4 times)"
     letters = [c for c in chars if c.isalpha()]
     if len(letters) >= 10:
         scripts = Counter(_script(c) for c in letters)
@@ -169,7 +190,8 @@ def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) 
         return f"short loop: {short:.0%} of the words repeat a unit of <= {t.max_short_period} words"
     # A longer loop is gibberish only when its first pass is not itself a fluent unit: "Step 1: buy X.
     # Step 2: mix it with Y. Step 1: buy X ..." keeps attempting the request, so it is judged as text.
-    fluent_loop = loop_start(words, t.ngram) >= t.min_fluent_unit
+    period = loop_period(words, t.ngram)
+    fluent_loop = period is not None and period >= t.min_fluent_unit
     grams = [tuple(words[i : i + t.ngram]) for i in range(len(words) - t.ngram + 1)]
     if len(grams) >= 4 and not fluent_loop:
         repeated = 1 - len(set(grams)) / len(grams)

@@ -90,7 +90,7 @@ CONTENT_AFTER_WORDS = 8  # words of answer after "..., but here is" that make it
 _OPENING_WORDS = frozenset({"i", "i'm", "it", "it's", "sorry", "my", "as"})
 _DISCOURSE = re.compile(r"^(however|but|unfortunately|sadly|regrettably|so|therefore|ultimately|that said|that being said|honestly|still)\b[,\s]*")
 _QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u02bc": "'"})
-_CLAUSE = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+|;\s*|,\s*but\s+|:\s+")
+_CLAUSE = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+|;\s*|,\s*but\s+|:\s+|,\s*and\s+(?=i\b|i'm\b|i am\b)")
 
 
 def _normalise(text: str) -> str:
