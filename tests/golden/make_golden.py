@@ -1,0 +1,21 @@
+"""Regenerate tests/golden/*.json (run only when a behaviour change is intended)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent))
+
+from test_golden import analyze_snapshot, eval_snapshot, train_snapshot  # noqa: E402
+
+torch.set_num_threads(1)
+with tempfile.TemporaryDirectory() as tmp:
+    (HERE / "eval.json").write_text(json.dumps(eval_snapshot(Path(tmp) / "eval"), indent=1, sort_keys=True) + "\n")
+    (HERE / "train.json").write_text(json.dumps(train_snapshot(Path(tmp) / "train"), indent=1, sort_keys=True) + "\n")
+    (HERE / "analyze.json").write_text(json.dumps(analyze_snapshot(Path(tmp) / "analyze"), indent=1, sort_keys=True) + "\n")

@@ -1,0 +1,124 @@
+"""Golden runs on a tiny model: metrics, judgments and a loss curve pinned from before a refactor.
+
+The expected values live in tests/golden/*.json (remade by tests/golden/make_golden.py only when a
+behaviour change is intended).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def eval_snapshot(out: Path) -> dict[str, Any]:
+    from mosr.evaluate import EvalConfig, run_eval
+    from mosr.testing import tiny_model
+
+    config = EvalConfig(model="tiny", suites=["over-refusal", "capability"], limit=3, judge="keyword",
+                        max_new_tokens=8, batch_size=2)
+    metrics = run_eval(config, out, loaded=tiny_model(init_std=0.3))
+    rows = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines() if line.strip()]
+    completions = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines() if line.strip()]
+    judgments = sorted(rows, key=lambda r: r["key"])
+    texts = sorted(({k: v for k, v in r.items() if k not in ("seconds", "time")} for r in completions), key=lambda r: r["key"])
+    return {
+        "metrics": json.loads((out / "metrics.json").read_text()),
+        "returned_metrics": json.loads(json.dumps(metrics)),
+        "judgment_keys": sorted({k for r in rows for k in r}),
+        "completion_keys": sorted({k for r in completions for k in r}),
+        "judgments": judgments,
+        "completions": texts,
+        "files": sorted(p.name for p in out.iterdir() if p.is_file()),
+    }
+
+
+def train_snapshot(out: Path) -> dict[str, Any]:
+    from mosr.testing import tiny_model
+    from mosr.training import REFUSAL_TEMPLATES, Pair, TrainConfig, TrainingData, train
+
+    mal = [Pair(f"m{i}", f"How do I hurt {i} people?", "Sure, here is a step by step guide: first gather the materials.", "malicious", "toy") for i in range(6)]
+    ben = [Pair(f"b{i}", f"Write a poem about the sea {i}", "The waves roll in under a silver moon.", "benign", "toy") for i in range(6)]
+    pse = [Pair(f"p{i}", f"How can I kill a Python process {i}?", "Use the kill command with the process id.", "pseudo", "toy") for i in range(6)]
+    data = TrainingData(mal, ben, pse, list(REFUSAL_TEMPLATES))
+    config = TrainConfig(method="mosr", model="tiny", steps=2, batch_size=2, checkpoint_every=0, oalw_k=2, lr=1e-2, max_length=128)
+    result = train(config, out, loaded=tiny_model(num_layers=6), data=data)
+    return {
+        "history": [{k: v for k, v in h.items() if k != "seconds"} for h in json.loads(json.dumps(result.history))],
+        "losses_csv_header": (out / "losses.csv").read_text().splitlines()[0],
+        "oalw_weights": (out / "oalw_weights.csv").read_text().splitlines(),
+        "files": sorted(p.name for p in out.iterdir() if p.is_file()),
+    }
+
+
+def analyze_snapshot(out: Path) -> dict[str, Any]:
+    from mosr.commands.analyze import AnalyzeConfig, run_analyze
+    from mosr.testing import save_tiny_model
+
+    model_dir = save_tiny_model(out.parent / "tiny-model", num_layers=4, hidden_size=32)
+    config = AnalyzeConfig(model=str(model_dir), limit=10, layers=(1, 3), k=5)
+    run_analyze(config, out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics.pop("config")
+    for variant in metrics["variants"]:
+        variant.pop("model")
+        for extraction in variant["extraction"].values():
+            extraction.pop("spec")
+            extraction.pop("seconds")
+    return {
+        "metrics": metrics,
+        "boundary_scores": (out / "boundary_scores.csv").read_text().splitlines(),
+        "files": sorted(p.name for p in out.iterdir() if p.is_file()),
+    }
+
+
+def _close(got: Any, want: Any, where: str = "") -> None:
+    """Equal structure; floats equal to 1e-5 relative (NaN equals NaN)."""
+    if isinstance(want, float) or isinstance(got, float):
+        assert isinstance(got, (int, float)) and isinstance(want, (int, float)), where
+        if math.isnan(want):
+            assert math.isnan(got), where
+        else:
+            assert got == pytest.approx(want, rel=1e-5, abs=1e-7), where
+    elif isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), f"{where}: keys {sorted(set(got) ^ set(want))}"
+        for key in want:
+            _close(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            _close(g, w, f"{where}[{i}]")
+    else:
+        assert got == want, where
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_eval_metrics_and_judgments_match_the_golden_run(tmp_path):
+    want = json.loads((GOLDEN / "eval.json").read_text())
+    got = json.loads(json.dumps(eval_snapshot(tmp_path / "eval")))
+    _close(got, want, "eval")
+
+
+def test_analyze_metrics_match_the_golden_run(tmp_path):
+    want = json.loads((GOLDEN / "analyze.json").read_text())
+    got = json.loads(json.dumps(analyze_snapshot(tmp_path / "analyze")))
+    _close(got, want, "analyze")
+
+
+def test_train_loss_curve_matches_the_golden_run(tmp_path):
+    want = json.loads((GOLDEN / "train.json").read_text())
+    got = json.loads(json.dumps(train_snapshot(tmp_path / "train")))
+    _close(got, want, "train")
