@@ -207,7 +207,7 @@ def test_analyze_end_to_end_with_adapter_and_eval_run(tiny_setup, monkeypatch):
 
 def test_analyze_errors_are_one_line(tiny_setup, capsys, monkeypatch):
     from mosr.cli import main
-    from mosr.commands.analyze import parse_layers
+    from mosr.analysis_run import parse_layers
 
     monkeypatch.setenv("MOSR_PROGRESS", "0")
     root, model_dir, _, run = tiny_setup
@@ -223,7 +223,7 @@ def test_analyze_errors_are_one_line(tiny_setup, capsys, monkeypatch):
     with pytest.raises(ConfigError, match="bad layer"):
         parse_layers(["x"])
     with pytest.raises(ConfigError, match="no dataset"):
-        from mosr.commands.analyze import AnalyzeConfig
+        from mosr.analysis_run import AnalyzeConfig
 
         AnalyzeConfig(benign=())
     with pytest.raises(SystemExit):  # argparse rejects an unknown pooling

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mosr.commands.compare import parse_entry, shared_records
+from mosr.comparison import parse_entry, shared_records
 from mosr.errors import DataError
 
 

@@ -58,7 +58,7 @@ def train_snapshot(out: Path) -> dict[str, Any]:
 
 
 def analyze_snapshot(out: Path) -> dict[str, Any]:
-    from mosr.commands.analyze import AnalyzeConfig, run_analyze
+    from mosr.analysis_run import AnalyzeConfig, run_analyze
     from mosr.testing import save_tiny_model
 
     model_dir = save_tiny_model(out.parent / "tiny-model", num_layers=4, hidden_size=32)

@@ -365,7 +365,7 @@ def _judged_run(folder: Path, verdicts: dict[str, str], *, seed: int = 0, spec: 
 
 
 def test_compare_keeps_runs_with_the_same_folder_name_apart(tmp_path):
-    from mosr.commands.compare import parse_entries, shared_records
+    from mosr.comparison import parse_entries, shared_records
 
     a = _judged_run(tmp_path / "a" / "run", {"o1": "refusal"})
     b = _judged_run(tmp_path / "b" / "run", {"o1": "compliance"})
@@ -374,7 +374,7 @@ def test_compare_keeps_runs_with_the_same_folder_name_apart(tmp_path):
 
 
 def test_compare_refuses_to_pool_two_runs_of_one_seed(tmp_path):
-    from mosr.commands.compare import parse_entries, shared_records
+    from mosr.comparison import parse_entries, shared_records
 
     a = _judged_run(tmp_path / "a" / "run", {"o1": "refusal"})
     b = _judged_run(tmp_path / "b" / "run", {"o1": "compliance"})

@@ -21,7 +21,6 @@ The whole config is checked (methods, judge, datasets, training and eval keys) b
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import hashlib
 import json
@@ -29,14 +28,13 @@ import logging
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from mosr.errors import ConfigError, MosrError, RunError
 from mosr.progress import progress
-from mosr.runs import RunDir, atomic_write_text, check_run_kind, dumps, now_iso
+from mosr.runs import RunDir, atomic_write_text, check_run_kind, disk_errors, dumps, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -245,20 +243,6 @@ def _finish(folder: Path, stage: Stage, seconds: float) -> None:
     atomic_write_text(folder / DONE_FILE, stage.key + "\n")  # last: the stage counts as done only now
 
 
-@contextmanager
-def disk_errors(where: Path) -> Iterator[None]:
-    """Turn a full disk or an unwritable folder into a :class:`RunError` that says what to do."""
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise RunError(f"no space left on the device while writing {where}; free some space (or use another --out) "
-                           "and rerun the same command: finished stages are kept") from exc
-        if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            raise RunError(f"cannot write {exc.filename or where}: {exc.strerror}; choose a writable --out") from exc
-        raise
-
-
 @dataclass
 class StageReport:
     name: str
@@ -324,7 +308,7 @@ def _evaluate(config: Any, out: Path) -> Any:
 
 
 def _analyze(config: Any, out: Path) -> Any:
-    from mosr.commands.analyze import run_analyze
+    from mosr.analysis_run import run_analyze
 
     return run_analyze(config, out)
 
@@ -396,7 +380,7 @@ def eval_config(cfg: ExperimentConfig, adapter: str | None, seed: int) -> Any:
 
 
 def analyze_config(cfg: ExperimentConfig, adapter: str | None, eval_run: str | None, seed: int, cache_dir: str) -> Any:
-    from mosr.commands.analyze import AnalyzeConfig
+    from mosr.analysis_run import AnalyzeConfig
 
     known = {f.name for f in dataclasses.fields(AnalyzeConfig)}
     data = dict(cfg.analyze or {})
@@ -441,7 +425,7 @@ def _analyze_inputs(ac: Any) -> dict[str, Any]:
 
 def _pseudo_from_eval(cfg: ExperimentConfig, ec: Any) -> bool:
     """Split pseudo-malicious prompts by verdicts only when the eval run judged some of them."""
-    from mosr.commands.analyze import DEFAULT_PSEUDO
+    from mosr.analysis_run import DEFAULT_PSEUDO
     from mosr.evaluate import config_tasks
 
     pseudo = set((cfg.analyze or {}).get("pseudo", DEFAULT_PSEUDO))
@@ -546,6 +530,14 @@ class ExperimentResult:
     report_md: Path
     stages: list[StageReport]
     seconds: float
+
+    def summary(self) -> str:
+        """Stages run and reused, and where the report is."""
+        ran = sum(s.status == "ran" for s in self.stages)
+        cached = len(self.stages) - ran
+        return (f"{len(self.stages)} stages: {ran} run, {cached} reused from the cache ({self.seconds:.0f} s)\n"
+                f"report: {self.report_html}\n"
+                f"        {self.report_md} (markdown)")
 
 
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, runners: Runners | None = None, command: str | None = None) -> ExperimentResult:

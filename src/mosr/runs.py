@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import platform
@@ -277,3 +278,17 @@ def repair_jsonl(path: Path) -> None:
         cut = data.rfind(b"\n") + 1
         with open(path, "r+b") as fh:
             fh.truncate(cut)
+
+
+@contextlib.contextmanager
+def disk_errors(where: Path) -> Iterator[None]:
+    """Turn a full disk or an unwritable folder into a :class:`RunError` that says what to do."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise RunError(f"no space left on the device while writing {where}; free some space (or use another --out) "
+                           "and rerun the same command: finished stages are kept") from exc
+        if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise RunError(f"cannot write {exc.filename or where}: {exc.strerror}; choose a writable --out") from exc
+        raise

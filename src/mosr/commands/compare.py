@@ -1,4 +1,4 @@
-"""``mosr compare [METHOD=]RUN ... --out DIR``: one report over several ``mosr eval`` runs.
+"""``mosr compare [METHOD=]RUN ... --out DIR``: one report over several ``mosr eval`` runs (see :mod:`mosr.comparison`).
 
 Runs evaluated separately (different adapters, limits or seeds) are compared on the prompts they all
 share, so every row of the report is measured on the same prompts. Giving the same METHOD to several
@@ -8,13 +8,10 @@ runs pools them as seeds of one method.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from mosr.errors import DataError
+from mosr.comparison import parse_entries, write_comparison
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,108 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_entry(text: str) -> tuple[str, Path]:
-    label, eq, path = text.partition("=")
-    if not eq:
-        path, label = text, Path(text).name
-    if not label or not path:
-        raise DataError(f"expected RUN or METHOD=RUN, got {text!r}")
-    return label, Path(path)
-
-
-def parse_entries(texts: Sequence[str]) -> list[tuple[str, Path]]:
-    """Parse every RUN argument; runs named by folder alone whose folder names collide are named by their whole path."""
-    entries = [parse_entry(t) for t in texts]
-    named = [("=" in t) for t in texts]
-    counts: dict[str, int] = {}
-    for label, _ in entries:
-        counts[label] = counts.get(label, 0) + 1
-    return [(str(path) if not explicit and counts[label] > 1 else label, path)
-            for (label, path), explicit in zip(entries, named)]
-
-
-def _judgments(run: Path) -> list[dict[str, Any]]:
-    from mosr.evaluate import JUDGMENTS
-    from mosr.runs import iter_jsonl
-
-    path = run / JUDGMENTS
-    if not path.is_file():
-        raise DataError(f"{path} not found; each RUN must be a folder written by `mosr eval`")
-    rows = list(iter_jsonl(path))
-    for i, rec in enumerate(rows, 1):
-        missing = [k for k in ("key", "suite", "dataset", "attack", "verdict", "judge") if k not in rec]
-        if missing:
-            raise DataError(f"{path}: record {i} lacks {', '.join(missing)}")
-    return rows
-
-
-def _perplexity(run: Path) -> dict[str, dict[str, Any]]:
-    from mosr.evaluate import PERPLEXITY
-    from mosr.runs import iter_jsonl
-
-    path = run / PERPLEXITY
-    return {str(r["sample_id"]): r for r in iter_jsonl(path)} if path.is_file() else {}
-
-
-def _meta(run: Path) -> tuple[int, str | None]:
-    """Seed and base-model spec from the run's ``run.json`` (0 and None when it has none)."""
-    try:
-        meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return 0, None
-    seed = meta.get("seed", 0) if isinstance(meta, dict) else 0
-    model = meta.get("model") if isinstance(meta, dict) else None
-    spec = model.get("spec") if isinstance(model, dict) else None
-    return (seed if isinstance(seed, int) else 0), (spec if isinstance(spec, str) else None)
-
-
-def shared_records(entries: Sequence[tuple[str, Path]]) -> tuple[list[dict[str, Any]], int]:
-    """One report record per run, with metrics recomputed on the prompts every run judged."""
-    from mosr.evaluate import compute_metrics
-
-    if len(entries) < 2:
-        raise DataError("give at least two eval runs to compare")
-    seen: dict[tuple[str, int], Path] = {}
-    for label, run in entries:
-        seed = _meta(run)[0]
-        if (label, seed) in seen:
-            raise DataError(f"{label}={seen[(label, seed)]} and {label}={run} both have seed {seed}: runs pooled under one METHOD "
-                            "must be different seeds; give them different METHOD= names to compare them")
-        seen[(label, seed)] = run
-    judged = {run: _judgments(run) for _, run in entries}
-    judges = {run: sorted({j["judge"] for j in rows}) for run, rows in judged.items()}
-    if len({tuple(v) for v in judges.values()}) > 1:
-        listing = "; ".join(f"{run}: {', '.join(v)}" for run, v in judges.items())
-        raise DataError(f"the runs were judged by different judges ({listing}); re-judge them with `mosr judge RUN --judge J`")
-    keys = set.intersection(*({j["key"] for j in rows} for rows in judged.values()))
-    if not keys:
-        raise DataError("the runs share no judged prompt; compare runs of the same suites and sets")
-    ppl = {run: _perplexity(run) for _, run in entries}
-    ppl_ids = set.intersection(*(set(p) for p in ppl.values()))
-    records = []
-    for label, run in entries:
-        rows = [j for j in judged[run] if j["key"] in keys]
-        metrics = compute_metrics(rows, [ppl[run][i] for i in sorted(ppl_ids)] or None)
-        seed, model = _meta(run)
-        metrics["judge"], metrics["model"] = judges[run][0], model
-        records.append({"label": label, "method": label, "seed": seed, "eval_metrics": metrics, "run": str(run)})
-    return records, len(keys)
-
-
 def run(args: argparse.Namespace) -> int:
-    from mosr.experiment import disk_errors
-    from mosr.report import write_report
-    from mosr.runs import RunDir
-
     entries = parse_entries(args.runs)
-    records, n = shared_records(entries)
-    out = RunDir(args.out).path  # a clear error now if the folder cannot be written
-    title = args.title or f"mosr compare: {len(entries)} eval runs on their {n} shared prompts"
     command = shlex.join(["mosr", "compare", *args.runs, "--out", str(args.out)] + (["--title", args.title] if args.title else []))
-    with disk_errors(out):
-        html = write_report(records, out, title=title, command=command,
-                            sources="completions and judgments are in the eval run folders named in the command")
-    print(f"{n} prompts judged by every run")
-    print(f"report: {html}")
+    result = write_comparison(entries, args.out, title=args.title, command=command)
+    print(f"{result.n_shared} prompts judged by every run")
+    print(f"report: {result.report_html}")
     print(f"        {Path(args.out) / 'report.md'} (markdown)")
     return 0

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mosr.experiment import ExperimentConfig, ExperimentResult, run_experiment
+from mosr.experiment import ExperimentConfig, run_experiment
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,18 +36,10 @@ def overrides(args: argparse.Namespace, config: ExperimentConfig) -> dict:
     return out
 
 
-def print_result(result: ExperimentResult) -> None:
-    ran = sum(s.status == "ran" for s in result.stages)
-    cached = len(result.stages) - ran
-    print(f"{len(result.stages)} stages: {ran} run, {cached} reused from the cache ({result.seconds:.0f} s)")
-    print(f"report: {result.report_html}")
-    print(f"        {result.report_md} (markdown)")
-
-
 def run(args: argparse.Namespace) -> int:
     base = ExperimentConfig.load(args.config)
     cfg = ExperimentConfig.load(args.config, overrides(args, base))
     command = " ".join(shlex.quote(a) for a in ["mosr", *sys.argv[1:]]) if Path(sys.argv[0]).name == "mosr" else None
     result = run_experiment(cfg, args.out, command=command)
-    print_result(result)
+    print(result.summary())
     return 0

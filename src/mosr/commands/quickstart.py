@@ -9,6 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import yaml
+
+from mosr.experiment import ExperimentConfig, run_experiment
+
 QUICKSTART_YAML = """\
 # mosr quickstart: the base model, a small RR adapter and a small MOSR adapter on the embedded
 # SmolLM2-135M-Instruct, evaluated on the first 20 prompts of four sets, analysed, and reported.
@@ -64,15 +68,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from mosr.commands.experiment import print_result
-    from mosr.experiment import ExperimentConfig, run_experiment
-
     if args.config:
         cfg = ExperimentConfig.load(args.config)
     else:
         cfg = ExperimentConfig.from_dict(yaml.safe_load(QUICKSTART_YAML))
     result = run_experiment(cfg, args.out, command=f"mosr quickstart --out {args.out}")
-    print_result(result)
+    print(result.summary())
     return 0
