@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from mosr.errors import ConfigError, RunError
-from mosr.evaluate import EvalConfig, compute_metrics, finish_run, load_verdicts, run_eval
+from mosr.evaluation import EvalConfig, compute_metrics, finish_run, load_verdicts, run_eval
 from mosr.runs import RunDir
 
 
@@ -112,7 +112,7 @@ def test_cli_bad_input_is_one_line_error(tmp_path, args, message):
 
 
 def test_plot_survives_interval_round_off(tmp_path):
-    from mosr.evaluate import plot_rates
+    from mosr.evaluation import plot_rates
     from mosr.metrics import verdict_rates
 
     rates = verdict_rates(["compliance"] * 7)

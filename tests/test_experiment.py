@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mosr.errors import ConfigError, RunError
-from mosr.evaluate import compute_metrics, config_tasks, task_samples
+from mosr.evaluation import compute_metrics, config_tasks, task_samples
 from mosr.experiment import (
     ALL_METHODS,
     DONE_FILE,
@@ -336,7 +336,7 @@ def test_aggregate_groups_by_variant_in_order():
 
 
 def test_eval_sets_restrict_the_tasks():
-    from mosr.evaluate import EvalConfig
+    from mosr.evaluation import EvalConfig
 
     cfg = EvalConfig(suites=["safety", "over-refusal"], sets=["xstest-safe", "jbb-harmful|prefill"], limit=2)
     assert [t.key for t in config_tasks(cfg)] == ["jbb-harmful|prefill", "xstest-safe|none"]

@@ -18,7 +18,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def eval_snapshot(out: Path) -> dict[str, Any]:
-    from mosr.evaluate import EvalConfig, run_eval
+    from mosr.evaluation import EvalConfig, run_eval
     from mosr.testing import tiny_model
 
     config = EvalConfig(model="tiny", suites=["over-refusal", "capability"], limit=3, judge="keyword",

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mosr.errors import ConfigError, DataError, ModelLoadError, RunError, TrainingError
-from mosr.evaluate import EvalConfig, finish_run, run_eval
+from mosr.evaluation import EvalConfig, finish_run, run_eval
 from mosr.runs import RunDir
 from mosr.testing import tiny_model
 
@@ -452,7 +452,7 @@ def test_judging_an_interrupted_run_says_it_is_incomplete(tmp_path, varied, caps
 
 
 def test_a_failed_first_eval_leaves_no_metadata(tmp_path, varied, monkeypatch):
-    import mosr.evaluate as ev
+    import mosr.evaluation as ev
 
     def broken(*a, **k):
         raise RunError("disk trouble")

@@ -266,7 +266,7 @@ def test_steer_config_refuses_non_train_splits_and_bad_values():
 # ------------------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("method,mode", [("refusal-direction", "add"), ("refusal-direction", "ablate"), ("alphasteer", "add"), ("scans", "add")])
 def test_run_steer_then_eval_records_the_artifact(tiny, tmp_path, method, mode):
-    from mosr.evaluate import EvalConfig, run_eval
+    from mosr.evaluation import EvalConfig, run_eval
 
     cfg = SteerConfig(method=method, mode=mode, n_train=6, val_prompts=3, max_new_tokens=3, batch_size=4, judge="keyword")
     art = run_steer(cfg, tmp_path / "steer", loaded=tiny)
@@ -357,7 +357,7 @@ def test_scans_decisions_follow_rows_that_finish_early(tiny, monkeypatch):
 
 
 def test_a_changed_steering_run_is_not_resumed(tiny, tmp_path):
-    from mosr.evaluate import EvalConfig, run_eval
+    from mosr.evaluation import EvalConfig, run_eval
 
     for name in ("a", "b"):
         _artifacts(tiny)["add"].replace(model={"spec": "tiny", "fingerprint": tiny.fingerprint, "adapter": None,

@@ -1,7 +1,8 @@
 """mosr: diagnose and mitigate over-refusal in LLMs through their safety representations.
 
-The public API is re-exported here lazily, so ``import mosr`` stays cheap (no torch import) until a
-name is used.
+The public API mirrors the command line: :func:`evaluate`, :func:`train`, :func:`analyze`,
+:func:`compare` and :func:`run_experiment` (see docs/API.md). Names are re-exported lazily, so
+``import mosr`` stays cheap (no torch import) until one is used.
 """
 
 from __future__ import annotations
@@ -14,6 +15,21 @@ __version__ = "0.1.0"
 from mosr.errors import ConfigError, DataError, JudgeError, ModelLoadError, MosrError, RunError, TrainingError
 
 _LAZY = {
+    "evaluate": "mosr.api",
+    "train": "mosr.api",
+    "analyze": "mosr.api",
+    "compare": "mosr.api",
+    "run_experiment": "mosr.api",
+    "EvalResult": "mosr.api",
+    "AnalyzeResult": "mosr.api",
+    "CompareResult": "mosr.api",
+    "TrainConfig": "mosr.training",
+    "TrainResult": "mosr.training",
+    "AnalyzeConfig": "mosr.analysis_run",
+    "ExperimentConfig": "mosr.experiment",
+    "ExperimentResult": "mosr.experiment",
+    "Judge": "mosr.judges",
+    "register_judge": "mosr.judges",
     "load_model": "mosr.models",
     "format_prompt": "mosr.models",
     "find_layers": "mosr.models",
@@ -25,8 +41,8 @@ _LAZY = {
     "generate": "mosr.generation",
     "get_judge": "mosr.judges",
     "Judgment": "mosr.judges",
-    "EvalConfig": "mosr.evaluate",
-    "run_eval": "mosr.evaluate",
+    "EvalConfig": "mosr.evaluation",
+    "run_eval": "mosr.evaluation",
     "SteeringArtifact": "mosr.steering",
     "SteerConfig": "mosr.steering",
     "run_steer": "mosr.steering",

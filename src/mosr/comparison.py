@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mosr.errors import DataError
-from mosr.evaluate import JUDGMENTS, PERPLEXITY, compute_metrics
+from mosr.evaluation import JUDGMENTS, PERPLEXITY, compute_metrics
 from mosr.report import write_report
 from mosr.runs import RunDir, disk_errors, iter_jsonl
 

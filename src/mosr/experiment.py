@@ -302,7 +302,7 @@ def _train(config: Any, out: Path) -> Any:
 
 
 def _evaluate(config: Any, out: Path) -> Any:
-    from mosr.evaluate import run_eval
+    from mosr.evaluation import run_eval
 
     return run_eval(config, out)
 
@@ -368,7 +368,7 @@ def train_config(cfg: ExperimentConfig, variant: Variant, seed: int) -> Any:
 
 
 def eval_config(cfg: ExperimentConfig, adapter: str | None, seed: int) -> Any:
-    from mosr.evaluate import EvalConfig
+    from mosr.evaluation import EvalConfig
 
     known = {f.name for f in dataclasses.fields(EvalConfig)}
     unknown = sorted(set(cfg.eval) - known)
@@ -426,7 +426,7 @@ def _analyze_inputs(ac: Any) -> dict[str, Any]:
 def _pseudo_from_eval(cfg: ExperimentConfig, ec: Any) -> bool:
     """Split pseudo-malicious prompts by verdicts only when the eval run judged some of them."""
     from mosr.analysis_run import DEFAULT_PSEUDO
-    from mosr.evaluate import config_tasks
+    from mosr.evaluation import config_tasks
 
     pseudo = set((cfg.analyze or {}).get("pseudo", DEFAULT_PSEUDO))
     return any(t.dataset in pseudo and t.attack == "none" for t in config_tasks(ec))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mosr.evaluate import EvalConfig, headline, run_eval
+from mosr.evaluation import EvalConfig, headline, run_eval
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mosr.evaluate import finish_run, headline
+from mosr.evaluation import finish_run, headline
 from mosr.runs import RunDir
 
 

@@ -14,7 +14,7 @@ Registered judges (see ``docs/JUDGES.md`` for their measured accuracy):
 * ``default`` -- the judge with the best measured accuracy on the default model's own outputs.
 
 A judge is any object with a ``name`` and ``judge(prompts, completions) -> list[Judgment]``
-(:class:`Judge`); pass one to :func:`mosr.evaluate.judge_records` or ``run_eval(judge=...)``, or
+(:class:`Judge`); pass one to :func:`mosr.evaluation.judge_records` or ``run_eval(judge=...)``, or
 register a factory with :func:`register_judge` to make it available by name.
 """
 
