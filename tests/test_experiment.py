@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from mosr.errors import ConfigError, RunError
+from mosr.methods import DEFAULT as ALL_METHODS
 from mosr.evaluation import compute_metrics, config_tasks, task_samples
 from mosr.experiment import (
-    ALL_METHODS,
     DONE_FILE,
     STAGE_FILE,
     ExperimentConfig,

@@ -122,7 +122,7 @@ def test_new_keys_default_to_the_old_behaviour_and_validate():
 def test_variants_resolve_to_their_method_and_the_user_keys_win():
     for name, v in VARIANTS.items():
         c = TrainConfig.from_dict({"method": name})
-        assert c.method == v.method and v.method in METHODS
+        assert c.method == v.base and v.base in METHODS
         assert all(getattr(c, k) == value for k, value in v.overrides.items())
     c = TrainConfig.from_dict({"method": "mosr-gamma", "compliance_gamma": 0.5})
     assert (c.method, c.compliance_gamma) == ("mosr", 0.5)
@@ -153,11 +153,13 @@ def test_cli_knows_xboundary_and_the_variants():
 
 
 def test_experiment_and_report_know_xboundary_and_the_variants(tmp_path):
-    from mosr.experiment import ALL_METHODS, OPTION_VARIANTS, ExperimentConfig, build_plan, known_methods, train_config, Variant
-    from mosr.report import METHOD_INFO
+    from mosr.experiment import ExperimentConfig, build_plan, known_methods, train_config, Variant
+    from mosr.methods import DEFAULT
+    from mosr.report import method_summary, method_title
 
-    assert "xboundary" in ALL_METHODS and set(OPTION_VARIANTS) == set(VARIANTS)
-    assert set(METHODS) | set(VARIANTS) <= set(METHOD_INFO) and set(VARIANTS) <= set(known_methods())
+    assert "xboundary" in DEFAULT and "xboundary" in ExperimentConfig().methods
+    assert all(method_title(m) != m and method_summary(m) for m in [*METHODS, *VARIANTS])
+    assert set(VARIANTS) <= set(known_methods())
     ec = ExperimentConfig(methods=["mosr", "mosr-gamma", "mosr-pseudo-all", "xboundary"], train={"max_pseudo": 24, "steps": 3},
                           method_train={"mosr": {"alpha": 7.0}, "mosr-gamma": {"compliance_gamma": 0.25}}, analyze=None)
     tc = train_config(ec, Variant("mosr-gamma"), 0)

@@ -32,21 +32,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from mosr.analysis_run import DEFAULT_PSEUDO, AnalyzeConfig, run_analyze
+from mosr.data import load_dataset
 from mosr.errors import ConfigError, MosrError, RunError
+from mosr.evaluation import EvalConfig, config_tasks, run_eval
+from mosr.methods import DEFAULT, UNDEFENDED, VARIANTS, all_methods, get_method
 from mosr.progress import progress
 from mosr.runs import RunDir, atomic_write_text, check_run_kind, disk_errors, dumps, now_iso
+from mosr.training import TrainConfig, train
 
 log = logging.getLogger(__name__)
 
 STAGE_FILE = "stage.json"
 DONE_FILE = "DONE"
 RESULTS_FILE = "results.json"
-UNDEFENDED = "undefended"
-ALL_METHODS = (UNDEFENDED, "refusal-sft", "derta", "rr", "xboundary", "mosr", "mosr-no-oalw", "mosr-no-caa", "mosr-no-oalw-no-caa")
-ABLATIONS = ("mosr", "mosr-no-oalw", "mosr-no-caa", "mosr-no-oalw-no-caa")
-# MOSR options as rows (mosr.training.config.VARIANTS); list them in `methods` to train them
-OPTION_VARIANTS = ("mosr-gamma", "mosr-oalw-refusal", "mosr-beta-warmup", "mosr-cret-floor", "mosr-erase-response",
-                   "mosr-pseudo-all", "mosr-oalw-shuffled", "mosr-oalw-more", "mosr-wide-harmful")
 SWEEP_KEYS = {"alpha": "alpha", "tau": "oalw_tau", "oalw_tau": "oalw_tau"}
 _SET_BY_EXPERIMENT = {"model", "adapter", "seed", "method", "eval_run", "compare_model", "cache_dir"}
 _TRAIN_IGNORED = ("checkpoint_every", "keep_checkpoints")  # how often to save does not change the adapter
@@ -82,7 +81,7 @@ class ExperimentConfig:
     """What ``mosr experiment`` runs. Loaded from YAML; unknown keys fail."""
 
     model: str = "default"
-    methods: list[str] = field(default_factory=lambda: list(ALL_METHODS))
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT))
     seeds: list[int] = field(default_factory=lambda: [0])
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig keys for every method
     method_train: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method TrainConfig keys
@@ -99,7 +98,7 @@ class ExperimentConfig:
         if isinstance(self.seeds, int) and not isinstance(self.seeds, bool):
             self.seeds = [self.seeds]
         if not self.methods:
-            raise ConfigError("methods is empty; list at least one of " + ", ".join(ALL_METHODS))
+            raise ConfigError("methods is empty; list at least one of " + ", ".join(DEFAULT))
         known = known_methods()
         for where, names in (("methods", self.methods), ("sweep.methods", self.sweep.methods if self.sweep else [])):
             for name in names:
@@ -160,12 +159,8 @@ def _from_mapping(cls: Any, data: dict[str, Any], prefix: str) -> Any:
 
 
 def known_methods() -> tuple[str, ...]:
-    """``undefended`` plus every training method and named variant of :mod:`mosr.training.config`."""
-    try:
-        from mosr.training.config import METHODS, VARIANTS
-    except ImportError:  # pragma: no cover - training is part of the package
-        return ALL_METHODS
-    return (UNDEFENDED, *METHODS, *VARIANTS)
+    """Every registered method (:mod:`mosr.methods`): ``undefended``, the trained methods and their variants."""
+    return tuple(m.name for m in all_methods())
 
 
 # ---------------------------------------------------------------------------------------- stages
@@ -296,20 +291,14 @@ class Runners:
 
 
 def _train(config: Any, out: Path) -> Any:
-    from mosr.training import train
-
     return train(config, out, resume="auto")  # a half-done stage continues from its last checkpoint
 
 
 def _evaluate(config: Any, out: Path) -> Any:
-    from mosr.evaluation import run_eval
-
     return run_eval(config, out)
 
 
 def _analyze(config: Any, out: Path) -> Any:
-    from mosr.analysis_run import run_analyze
-
     return run_analyze(config, out)
 
 
@@ -351,14 +340,12 @@ class Plan:
 
 def train_config(cfg: ExperimentConfig, variant: Variant, seed: int) -> Any:
     """The :class:`~mosr.training.config.TrainConfig` of one variant and seed (validated)."""
-    from mosr.training.config import VARIANTS, TrainConfig
-
     named = VARIANTS.get(variant.method)
     if named is None:
         data = {**cfg.train, **cfg.method_train.get(variant.method, {}), "method": variant.method, "model": cfg.model, "seed": seed}
     else:  # a named variant: the base method's keys, then the variant's settings, then the variant's own keys
-        data = {**cfg.train, **cfg.method_train.get(named.method, {}), **named.overrides, **cfg.method_train.get(variant.method, {}),
-                "method": named.method, "model": cfg.model, "seed": seed}
+        data = {**cfg.train, **cfg.method_train.get(named.base, {}), **named.overrides, **cfg.method_train.get(variant.method, {}),
+                "method": named.base, "model": cfg.model, "seed": seed}
     if variant.sweep_param is not None and cfg.sweep is not None:
         data[cfg.sweep.train_key] = variant.sweep_value
     try:
@@ -368,8 +355,6 @@ def train_config(cfg: ExperimentConfig, variant: Variant, seed: int) -> Any:
 
 
 def eval_config(cfg: ExperimentConfig, adapter: str | None, seed: int) -> Any:
-    from mosr.evaluation import EvalConfig
-
     known = {f.name for f in dataclasses.fields(EvalConfig)}
     unknown = sorted(set(cfg.eval) - known)
     if unknown:
@@ -380,8 +365,6 @@ def eval_config(cfg: ExperimentConfig, adapter: str | None, seed: int) -> Any:
 
 
 def analyze_config(cfg: ExperimentConfig, adapter: str | None, eval_run: str | None, seed: int, cache_dir: str) -> Any:
-    from mosr.analysis_run import AnalyzeConfig
-
     known = {f.name for f in dataclasses.fields(AnalyzeConfig)}
     data = dict(cfg.analyze or {})
     unknown = sorted(set(data) - known)
@@ -425,9 +408,6 @@ def _analyze_inputs(ac: Any) -> dict[str, Any]:
 
 def _pseudo_from_eval(cfg: ExperimentConfig, ec: Any) -> bool:
     """Split pseudo-malicious prompts by verdicts only when the eval run judged some of them."""
-    from mosr.analysis_run import DEFAULT_PSEUDO
-    from mosr.evaluation import config_tasks
-
     pseudo = set((cfg.analyze or {}).get("pseudo", DEFAULT_PSEUDO))
     return any(t.dataset in pseudo and t.attack == "none" for t in config_tasks(ec))
 
@@ -453,13 +433,13 @@ def build_plan(cfg: ExperimentConfig, root: Path, runners: Runners | None = None
         return stage.name
 
     for variant in variants:
-        seeds = [cfg.seeds[0]] if variant.method == UNDEFENDED else cfg.seeds  # nothing random without training
+        seeds = cfg.seeds if get_method(variant.method).trains else [cfg.seeds[0]]  # nothing random without training
         for seed in seeds:
             entry: dict[str, Any] = {"method": variant.method, "label": variant.label, "sweep_param": variant.sweep_param,
                                      "sweep_value": variant.sweep_value, "seed": seed, "train": None, "eval": None, "analyze": None}
             upstream: dict[str, Any] = {"train": None}
             adapter: str | None = None
-            if variant.method != UNDEFENDED:
+            if get_method(variant.method).trains:
                 tc = train_config(cfg, variant, seed)
                 train_stage = Stage(f"stages/train/{variant.slug}/seed{seed}", "train", {"train": _train_inputs(tc)},
                                     lambda out, tc=tc: runners.train(tc, out), label=f"train {variant.label} seed {seed}")
@@ -504,8 +484,6 @@ def _check_judge(name: str) -> None:
 
 def _check_datasets(cfg: ExperimentConfig, plan: Plan) -> None:
     """Every dataset spec named anywhere in the config must load (name, split, file)."""
-    from mosr.data import load_dataset
-
     specs: dict[str, str] = {}
     for key in ("pair_datasets", "harmful_datasets", "retain_datasets", "pseudo_datasets"):
         for source in [cfg.train, *cfg.method_train.values()]:

@@ -20,30 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mosr.methods import ABLATION, all_by_name
 from mosr.metrics import Rate
 from mosr.runs import atomic_write_text, dumps, now_iso
 
-METHOD_INFO: dict[str, tuple[str, str]] = {
-    "undefended": ("Undefended", "the base model as shipped, no defense"),
-    "refusal-sft": ("Refusal SFT", "fine-tuned to answer harmful prompts with a refusal, plus ordinary benign answers"),
-    "derta": ("DeRTa-style SFT", "refusals trained to follow a piece of the harmful answer, plus benign answers; no representation loss"),
-    "rr": ("RR (Circuit Breakers)", "representation rerouting: scrambles the model's internal state on harmful prompts, keeps it on benign ones"),
-    "mosr": ("MOSR", "RR + overlap-aware loss weighting (OALW) + context-aware augmentation (CAA): the paper's method"),
-    "mosr-no-oalw": ("MOSR without OALW", "ablation: every harmful sample erased with the same weight"),
-    "mosr-no-caa": ("MOSR without CAA", "ablation: refusals always start the answer (no harmful prefix)"),
-    "mosr-no-oalw-no-caa": ("MOSR without OALW and CAA", "ablation: RR + refusal training + pseudo-malicious retain"),
-    "xboundary": ("X-Boundary", "RR-style erasure + retain with a boundary-safe set, and a term that separates boundary-safe from harmful states"),
-    "mosr-gamma": ("MOSR + compliance CE", "variant: also trained to answer the scary-but-benign training prompts with the base model's own answers"),
-    "mosr-oalw-refusal": ("MOSR, OALW on refusals", "variant: the overlap weights also scale the refusal training rows"),
-    "mosr-beta-warmup": ("MOSR, beta warm-up", "variant: refusal training ramps up over the first steps instead of starting at full weight"),
-    "mosr-cret-floor": ("MOSR, retain floor", "variant: the retain term never has zero weight, also at the first steps"),
-    "mosr-erase-response": ("MOSR, erase answer only", "variant: erasure on the harmful answer and the last prompt token, not on the prompt's topic words"),
-    "mosr-pseudo-all": ("MOSR, full benign-but-scary pool", "variant: every scary-but-benign training prompt in the retain set, not 96"),
-    "mosr-oalw-shuffled": ("MOSR, shuffled OALW (control)", "control: the same overlap weights, shuffled across samples"),
-    "mosr-oalw-more": ("MOSR, reversed OALW (control)", "control: overlapping harmful samples erased more, not less"),
-    "mosr-wide-harmful": ("MOSR, wider harmful pool", "variant: every harmful training prompt of the configured sets, not a capped subset"),
-}
-_ABLATIONS = {"mosr": (True, True), "mosr-no-oalw": (False, True), "mosr-no-caa": (True, False), "mosr-no-oalw-no-caa": (False, False)}
+
+
+def method_title(name: str) -> str:
+    """The row name of a registered method (:mod:`mosr.methods`), or ``name`` itself."""
+    method = all_by_name().get(name)
+    return method.title if method else name
+
+
+def method_summary(name: str, missing: str = "") -> str:
+    method = all_by_name().get(name)
+    return method.summary if method else missing
+
+
 _COLORS = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#999999", "#F0E442"]
 _MARKERS = ["o", "s", "D", "^", "v", "P", "X", "<", ">"]
 _CSS = """
@@ -136,7 +129,7 @@ class Row:
 
     @property
     def name(self) -> str:
-        base = METHOD_INFO.get(self.method, (self.method, ""))[0]
+        base = method_title(self.method)
         return base if self.sweep_param is None else f"{base} ({self.sweep_param} = {self.sweep_value:g})"
 
     def get(self, key: str) -> Cell | None:
@@ -241,7 +234,7 @@ def plot_frontiers(rows: Sequence[Row], path: Path) -> bool:
             ys.append(y)
             ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.35, capsize=2)
             ax.annotate(f"{r.sweep_param}={r.sweep_value:g}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7, color=color)
-        ax.plot(xs, ys, "-" + _MARKERS[i % len(_MARKERS)], color=color, label=METHOD_INFO.get(method, (method, ""))[0])
+        ax.plot(xs, ys, "-" + _MARKERS[i % len(_MARKERS)], color=color, label=method_title(method))
     for r in rows:
         if r.method == "undefended" and "safety" in r.cells and "over_refusal" in r.cells:
             ax.plot(100 * r.cells["over_refusal"].mean, 100 * r.cells["safety"].mean, "*", color="black", markersize=12, label="Undefended")
@@ -367,7 +360,7 @@ def build_markdown(rows: Sequence[Row], figures: dict[str, str], *, title: str, 
     lines += _how_to_read(seeds)
 
     lines += ["## Methods", ""]
-    lines += [f"- **{r.name}**: {METHOD_INFO.get(r.method, (r.method, 'a method without a description'))[1]}." for r in main]
+    lines += [f"- **{r.name}**: {method_summary(r.method, 'a method without a description')}." for r in main]
     lines.append("")
 
     lines += ["## Results", ""]
@@ -398,15 +391,15 @@ def build_markdown(rows: Sequence[Row], figures: dict[str, str], *, title: str, 
         lines += ["### Your datasets (`--dataset`)", "", "Share of prompts refused or garbled, per dataset file.", ""]
         lines += [_table(["method", *(k.split(":", 1)[1] for k in custom)], [[r.name, *(_c(r, k) for k in custom)] for r in main]), ""]
 
-    abl = [r for r in main if r.method in _ABLATIONS]
+    abl = [r for r in main if r.method in ABLATION]
     if len(abl) >= 2:
         ref = next((r for r in abl if r.method == "mosr"), None)
         lines += ["## Ablations", "", "Which part of MOSR does what. Δ columns: difference from full MOSR in percentage points "
                   "(a negative Δ over-refusal means the variant refuses less than MOSR).", ""]
         headers = ["variant", "OALW", "CAA", "safety ↑", "over-refusal ↓", "capability ↑", "Δ safety", "Δ over-refusal"]
         table = []
-        for r in sorted(abl, key=lambda r: list(_ABLATIONS).index(r.method)):
-            oalw, caa = _ABLATIONS[r.method]
+        for r in sorted(abl, key=lambda r: list(ABLATION).index(r.method)):
+            oalw, caa = ABLATION[r.method].oalw, ABLATION[r.method].caa
             table.append([r.name, "yes" if oalw else "no", "yes" if caa else "no", _c(r, "safety"), _c(r, "over_refusal"),
                           _c(r, "capability"),
                           _pp(r.get("safety"), ref.get("safety")) if ref else "—", _pp(r.get("over_refusal"), ref.get("over_refusal")) if ref else "—"])
@@ -420,7 +413,7 @@ def build_markdown(rows: Sequence[Row], figures: dict[str, str], *, title: str, 
         if "frontier" in figures:
             lines += [f"![frontier of each method over {param}]({figures['frontier']})", ""]
         lines += [_table(["method", param, "safety ↑", "over-refusal ↓", "capability ↑"],
-                         [[METHOD_INFO.get(r.method, (r.method, ""))[0], f"{r.sweep_value:g}", _c(r, "safety"), _c(r, "over_refusal"),
+                         [[method_title(r.method), f"{r.sweep_value:g}", _c(r, "safety"), _c(r, "over_refusal"),
                            _c(r, "capability")] for r in sorted(sweep, key=lambda r: (r.method, r.sweep_value or 0.0))]), ""]
 
     rep = [k for k in figures if k.startswith("repr:")]

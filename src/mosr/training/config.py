@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mosr.errors import ConfigError
+from mosr.methods import TRAINED, VARIANTS, Method
 
 Pooling = Literal["last_prompt", "mean_prompt", "mean_all"]
 SimilarityKind = Literal["knn", "centroid", "max"]
@@ -30,58 +31,8 @@ AnswerSource = Literal["reference", "own"]
 PrefixUnit = Literal["tokens", "sentences"]
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """Which loss terms a method uses. Every method runs through the same loop."""
-
-    rep_loss: bool  # erase + representation retain (RR, §4)
-    oalw: bool  # overlap-aware erase weights (§5)
-    caa: bool  # harmful prefix before the refusal (§5); without it the refusal starts the answer
-    refusal_ce: bool  # token cross-entropy on refusals
-    pseudo_retain: bool  # pseudo-malicious prompts with the model's own answers join the retain set
-    ce_retain: bool  # SFT-style cross-entropy on benign answers (baselines without a representation loss)
-    description: str
-    separation: bool = False  # X-Boundary: push boundary-safe (pseudo-malicious) prompt states off their compliant reference
-
-
-METHODS: dict[str, MethodSpec] = {
-    "mosr": MethodSpec(True, True, True, True, True, False, "RR + OALW-weighted erase + CAA refusal CE + pseudo-malicious retain"),
-    "rr": MethodSpec(True, False, False, False, False, False, "representation rerouting (Circuit Breakers), METHOD §4"),
-    "refusal-sft": MethodSpec(False, False, False, True, False, True, "cross-entropy on harmful prompt -> refusal, plus benign answers"),
-    "derta": MethodSpec(False, False, True, True, False, True, "SFT on harmful prefix + refusal (DeRTa-style), plus benign answers"),
-    "mosr-no-oalw": MethodSpec(True, False, True, True, True, False, "MOSR without overlap-aware weights"),
-    "mosr-no-caa": MethodSpec(True, True, False, True, True, False, "MOSR without harmful prefixes (refusal CE at k=0)"),
-    "mosr-no-oalw-no-caa": MethodSpec(True, False, False, True, True, False, "RR + refusal CE + pseudo-malicious retain"),
-    "xboundary": MethodSpec(True, False, False, False, True, False,
-                            "X-Boundary: erase + retain (with the boundary-safe set) + separation of boundary-safe states", separation=True),
-}
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A named setting of a method: ``mosr train --method mosr-gamma`` is ``mosr`` with ``compliance_gamma: 1``.
-
-    The variant's settings sit where the variant is named: ``--method`` (or ``method=`` in the
-    overrides) puts them above the YAML file and below ``--set``; ``method:`` in a YAML file or a dict
-    puts them below that file's own keys. The run records the base method and the resolved keys.
-    """
-
-    method: str
-    overrides: dict[str, Any]
-    description: str
-
-
-VARIANTS: dict[str, Variant] = {
-    "mosr-gamma": Variant("mosr", {"compliance_gamma": 1.0}, "MOSR + compliance CE (gamma = 1) on pseudo-malicious prompts with the base model's own answers"),
-    "mosr-oalw-refusal": Variant("mosr", {"oalw_on_refusal": True}, "MOSR with the OALW weights also on the refusal cross-entropy rows"),
-    "mosr-beta-warmup": Variant("mosr", {"beta_warmup_steps": 20}, "MOSR with beta ramped up over the first 20 steps"),
-    "mosr-cret-floor": Variant("mosr", {"c_ret_floor": 2.0}, "MOSR with c_ret never below 2"),
-    "mosr-erase-response": Variant("mosr", {"erase_tokens": "response_and_last_prompt"}, "MOSR erasing only the response and the last prompt token"),
-    "mosr-pseudo-all": Variant("mosr", {"max_pseudo": None}, "MOSR with all of the pseudo-malicious training pool (no cap)"),
-    "mosr-oalw-shuffled": Variant("mosr", {"oalw_shuffle": True}, "control: MOSR with the OALW weights shuffled across samples"),
-    "mosr-oalw-more": Variant("mosr", {"oalw_sign": "more"}, "control: MOSR with the reverse OALW sign (overlap erased more)"),
-    "mosr-wide-harmful": Variant("mosr", {"max_harmful": None}, "MOSR with every harmful training prompt of harmful_datasets (no cap)"),
-}
+MethodSpec = Method  # the registry's spec (mosr.methods), under its older name
+METHODS = TRAINED  # trained methods by name; VARIANTS: named settings of one (live views of the registry)
 
 
 def layer_variant(lower: dict[str, Any], upper: dict[str, Any]) -> dict[str, Any]:
@@ -95,7 +46,7 @@ def resolve_method(data: dict[str, Any]) -> dict[str, Any]:
     variant = VARIANTS.get(str(data.get("method")))
     if variant is None:
         return dict(data)
-    return {**variant.overrides, **data, "method": variant.method}
+    return {**variant.overrides, **data, "method": variant.base}
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -207,7 +158,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Model-independent checks; each message names the key."""
         if self.method in VARIANTS:
-            raise ConfigError(f"method: {self.method!r} is a variant of {VARIANTS[self.method].method}; build it with "
+            raise ConfigError(f"method: {self.method!r} is a variant of {VARIANTS[self.method].base}; build it with "
                               "TrainConfig.from_dict / load, which apply its settings")
         if self.method not in METHODS:
             raise ConfigError(f"method: unknown method {self.method!r}; choose one of {', '.join([*METHODS, *VARIANTS])}")
