@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from mosr.attacks import get_attack
+from mosr.config import from_mapping, load_config
 from mosr.data import Sample, load_dataset, samples_hash
 from mosr.errors import ConfigError, MosrError, RunError
 from mosr.generation import generate
@@ -90,6 +91,15 @@ class EvalConfig:
             raise ConfigError(f"max_batch_tokens must be >= 1, got {self.max_batch_tokens}")
         if self.steering is not None and not (Path(self.steering) / "steering.json").is_file():
             raise ConfigError(f"--steering {self.steering}: not a steering run folder (no steering.json); make one with mosr steer")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalConfig:
+        return from_mapping(cls, data, what="eval")
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> EvalConfig:
+        """Defaults, then the YAML file, then ``overrides``; unknown keys and wrong types fail."""
+        return load_config(cls, path, overrides, what="eval")
 
     def generation_key(self) -> dict[str, Any]:
         """Settings that change completions; a resumed run must keep them."""

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mosr.analysis_run import DEFAULT_PSEUDO, AnalyzeConfig, run_analyze
+from mosr.config import from_mapping, load_config
 from mosr.data import load_dataset
 from mosr.errors import ConfigError, MosrError, RunError
 from mosr.evaluation import EvalConfig, config_tasks, run_eval
@@ -138,24 +139,14 @@ class ExperimentConfig:
 
     @classmethod
     def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-        from mosr.training.config import read_yaml
-
-        data = read_yaml(path)
-        data.update(overrides or {})
-        return cls.from_dict(data)
+        return load_config(cls, path, overrides, what="experiment")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def _from_mapping(cls: Any, data: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown experiment key {prefix}{unknown[0]!r}; known keys: {', '.join(sorted(known))}")
-    return cls(**data)
+    return from_mapping(cls, data, what="experiment", prefix=prefix)
 
 
 def known_methods() -> tuple[str, ...]:
@@ -355,25 +346,15 @@ def train_config(cfg: ExperimentConfig, variant: Variant, seed: int) -> Any:
 
 
 def eval_config(cfg: ExperimentConfig, adapter: str | None, seed: int) -> Any:
-    known = {f.name for f in dataclasses.fields(EvalConfig)}
-    unknown = sorted(set(cfg.eval) - known)
-    if unknown:
-        raise ConfigError(f"unknown eval key {unknown[0]!r}; known keys: {', '.join(sorted(known - _SET_BY_EXPERIMENT))}")
     data = dict(cfg.eval)
     data.setdefault("suites", ["all"])
-    return EvalConfig(**data, model=cfg.model, adapter=adapter, seed=seed)
+    return from_mapping(EvalConfig, data, what="eval", hidden=_SET_BY_EXPERIMENT,
+                        extra={"model": cfg.model, "adapter": adapter, "seed": seed})
 
 
 def analyze_config(cfg: ExperimentConfig, adapter: str | None, eval_run: str | None, seed: int, cache_dir: str) -> Any:
-    known = {f.name for f in dataclasses.fields(AnalyzeConfig)}
-    data = dict(cfg.analyze or {})
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown analyze key {unknown[0]!r}; known keys: {', '.join(sorted(known - _SET_BY_EXPERIMENT))}")
-    for key in ("benign", "malicious", "pseudo", "layers", "plot_layers"):
-        if isinstance(data.get(key), list):
-            data[key] = tuple(data[key])
-    return AnalyzeConfig(**data, model=cfg.model, adapter=adapter, eval_run=eval_run, seed=seed, cache_dir=cache_dir)
+    return from_mapping(AnalyzeConfig, dict(cfg.analyze or {}), what="analyze", hidden=_SET_BY_EXPERIMENT,
+                        extra={"model": cfg.model, "adapter": adapter, "eval_run": eval_run, "seed": seed, "cache_dir": cache_dir})
 
 
 def _train_inputs(tc: Any) -> dict[str, Any]:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import re
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
+from mosr.config import check_types, from_mapping, read_yaml, union_args
 from mosr.errors import ConfigError
 from mosr.methods import TRAINED, VARIANTS, Method
 
@@ -162,7 +162,7 @@ class TrainConfig:
                               "TrainConfig.from_dict / load, which apply its settings")
         if self.method not in METHODS:
             raise ConfigError(f"method: unknown method {self.method!r}; choose one of {', '.join([*METHODS, *VARIANTS])}")
-        _check_types(self)
+        check_types(self)
         positive = {"alpha": self.alpha, "retain_scale": self.retain_scale, "steps": self.steps, "batch_size": self.batch_size, "lr": self.lr,
                     "lora_r": self.lora_r, "lora_alpha": self.lora_alpha, "max_length": self.max_length,
                     "own_max_new_tokens": self.own_max_new_tokens, "gen_batch_size": self.gen_batch_size,
@@ -261,13 +261,7 @@ class TrainConfig:
     # ------------------------------------------------------------------------------ loading
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        data = resolve_method(data)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown config key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
-        hints = typing.get_type_hints(cls)
-        return cls(**{k: _float_from_yaml_string(v, hints[k]) for k, v in data.items()})
+        return from_mapping(cls, resolve_method(data), check=False)  # __post_init__ checks the types
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
@@ -279,25 +273,8 @@ class TrainConfig:
         return cls.from_dict(layer_variant(data, upper))
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
-
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML ({str(exc).splitlines()[0]})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping of config keys, got {type(data).__name__}")
-    return data
-
-
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``key=value`` strings; values are parsed as YAML (``10``, ``[10, 20]``, ``null``); ``a,b`` makes a list."""
-    import yaml
-
     out: dict[str, Any] = {}
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     for item in items:
@@ -321,63 +298,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def _is_list_field(key: str) -> bool:
     tp = typing.get_type_hints(TrainConfig)[key]
-    return any(typing.get_origin(a) is list or a is list for a in _union_args(tp))
-
-
-def _union_args(tp: Any) -> tuple[Any, ...]:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return typing.get_args(tp)
-    return (tp,)
-
-
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-def _float_from_yaml_string(value: Any, tp: Any) -> Any:
-    """YAML 1.1 reads ``5e-4`` (no dot) as a string; accept it where the field is a float."""
-    args = _union_args(tp)
-    if isinstance(value, str) and float in args and str not in args and _FLOAT_RE.fullmatch(value.strip()):
-        return float(value)
-    return value
-
-
-def _check_types(cfg: TrainConfig) -> None:
-    hints = typing.get_type_hints(type(cfg))
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if not _matches(value, hints[f.name]):
-            raise ConfigError(f"{f.name}: expected {_type_name(hints[f.name])}, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{f.name}: must be a finite number, got {value}")
-
-
-def _matches(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in typing.get_args(tp))
-    if origin is Literal:
-        return value in typing.get_args(tp)
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        return isinstance(value, list) and all(_matches(v, inner) for v in value)
-    if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is Literal:
-        return "one of " + "/".join(map(str, typing.get_args(tp)))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+    return any(typing.get_origin(a) is list or a is list for a in union_args(tp))
 
 
 def config_help() -> list[tuple[str, str, Any]]:
