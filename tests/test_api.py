@@ -57,7 +57,8 @@ def test_a_notebook_session_through_the_public_api(sandbox):
     quick = mosr.evaluate(loaded=tiny_model(), **eval_kw)
     assert isinstance(quick, mosr.EvalResult) and quick.out is None
     assert quick.metrics["n_completions"] == len(quick.judgments) == len(quick.completions) == 6
-    assert {j["verdict"] for j in quick.judgments} <= {"refusal", "compliance", "partial", "gibberish", "unjudged"}
+    assert {j.verdict for j in quick.judgments} <= {"refusal", "compliance", "partial", "gibberish", "unjudged"}
+    assert {c.key for c in quick.completions} == {j.key for j in quick.judgments} and quick.meta.command
 
     base = mosr.evaluate(mosr.EvalConfig(**eval_kw), runs / "eval-base", loaded=tiny_model())
     assert base.out == runs / "eval-base" and (base.out / "metrics.json").is_file()

@@ -29,7 +29,8 @@ from mosr.errors import ConfigError, DataError
 from mosr.models import LoadedModel, attach_adapter, check_layers, load_model, num_layers
 from mosr.report_html import write_html_report
 from mosr.representations import POOLINGS, extract
-from mosr.runs import RunDir, check_run_kind, iter_jsonl
+from mosr.records import METRICS, read_judgments
+from mosr.runs import RunDir, check_run_kind
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +129,15 @@ def _sample_group(specs: Sequence[str], limit: int | None, seed: int, keep: dict
 
 def read_verdicts(run: str | Path) -> tuple[dict[tuple[str, str], str], dict[str, Any]]:
     """``(dataset, sample_id) -> verdict`` for plain prompts (attack ``none``) of an eval run, plus counts."""
-    path = Path(run) / "judgments.jsonl"
-    if not path.is_file():
-        raise DataError(f"{path} not found; --eval-run must be a folder written by `mosr eval`")
+    records = read_judgments(run, need=("dataset", "attack", "sample_id", "verdict"),
+                             hint="--eval-run must be a folder written by `mosr eval`")
     verdicts: dict[tuple[str, str], str] = {}
     attacked = 0
-    for i, rec in enumerate(iter_jsonl(path), 1):
-        missing = [k for k in ("dataset", "attack", "sample_id", "verdict") if k not in rec]
-        if missing:
-            raise DataError(f"{path}: record {i} lacks {', '.join(missing)}")
-        if rec["attack"] != "none":
+    for rec in records:
+        if rec.attack != "none":
             attacked += 1
             continue
-        verdicts[(str(rec["dataset"]), str(rec["sample_id"]))] = str(rec["verdict"])
+        verdicts[(str(rec.dataset), str(rec.sample_id))] = str(rec.verdict)
     return verdicts, {"plain_records": len(verdicts), "attack_records_ignored": attacked}
 
 
@@ -258,7 +255,7 @@ def run_analyze(cfg: AnalyzeConfig, out: str | Path, *, loaded: LoadedModel | No
         "plot_layers": plot_layers,
         "variants": [{"name": v.name, "model": v.model, "extraction": v.extraction, "layers": v.summaries} for v in variants],
     }
-    run.write_json("metrics.json", metrics)
+    run.write_json(METRICS, metrics)
     analysis_report.write_scores_csv(run.path / "boundary_scores.csv", variants, prompts)
     figures = analysis_report.write_figures(run.path, variants, prompts, layers, plot_layers, cfg)
     markdown = analysis_report.report_markdown(cfg, metrics, variants, figures)

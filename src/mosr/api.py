@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 from mosr.analysis_run import AnalyzeConfig, run_analyze
 from mosr.comparison import parse_entry, shared_records, write_comparison
 from mosr.errors import ConfigError
-from mosr.evaluation import COMPLETIONS, JUDGMENTS, EvalConfig, run_eval
+from mosr.evaluation import EvalConfig, run_eval
 from mosr.experiment import ExperimentConfig, ExperimentResult
 from mosr.experiment import run_experiment as _run_experiment
 from mosr.judges import Judge
 from mosr.models import LoadedModel
-from mosr.runs import iter_jsonl
+from mosr.records import Completion, JudgmentRecord, RunMeta, read_completions, read_judgments, read_run_meta
 from mosr.training import TrainConfig, TrainingData, TrainResult
 from mosr.training import train as _train
 
@@ -35,11 +35,12 @@ C = TypeVar("C")
 
 @dataclass(frozen=True)
 class EvalResult:
-    """An evaluation: its metrics, one judgment and one completion per prompt, and the run folder (None: not kept)."""
+    """An evaluation: its metrics, one judgment and one completion per prompt, its metadata, and the run folder (None: not kept)."""
 
     metrics: dict[str, Any]
-    judgments: list[dict[str, Any]]
-    completions: list[dict[str, Any]]
+    judgments: list[JudgmentRecord]
+    completions: list[Completion]
+    meta: RunMeta
     out: Path | None
 
 
@@ -86,8 +87,8 @@ def evaluate(config: EvalConfig | None = None, out: str | Path | None = None, *,
 
 def _eval_in(cfg: EvalConfig, out: Path, loaded: LoadedModel | None, judge: Judge | None, *, keep: bool) -> EvalResult:
     metrics = run_eval(cfg, out, loaded=loaded, judge=judge)
-    return EvalResult(metrics=metrics, judgments=list(iter_jsonl(out / JUDGMENTS)),
-                      completions=list(iter_jsonl(out / COMPLETIONS)), out=out if keep else None)
+    return EvalResult(metrics=metrics, judgments=read_judgments(out), completions=read_completions(out),
+                      meta=read_run_meta(out), out=out if keep else None)
 
 
 def train(config: TrainConfig | None = None, out: str | Path | None = None, *, loaded: LoadedModel | None = None,

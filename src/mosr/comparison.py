@@ -7,16 +7,16 @@ runs pools them as seeds of one method.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mosr.errors import DataError
-from mosr.evaluation import JUDGMENTS, PERPLEXITY, compute_metrics
+from mosr.evaluation import compute_metrics
+from mosr.records import JudgmentRecord, PerplexityRecord, read_judgments, read_perplexity, read_run_meta
 from mosr.report import write_report
-from mosr.runs import RunDir, disk_errors, iter_jsonl
+from mosr.runs import RunDir, disk_errors
 
 
 def parse_entry(text: str) -> tuple[str, Path]:
@@ -39,33 +39,13 @@ def parse_entries(texts: Sequence[str]) -> list[tuple[str, Path]]:
             for (label, path), explicit in zip(entries, named)]
 
 
-def _judgments(run: Path) -> list[dict[str, Any]]:
-    path = run / JUDGMENTS
-    if not path.is_file():
-        raise DataError(f"{path} not found; each RUN must be a folder written by `mosr eval`")
-    rows = list(iter_jsonl(path))
-    for i, rec in enumerate(rows, 1):
-        missing = [k for k in ("key", "suite", "dataset", "attack", "verdict", "judge") if k not in rec]
-        if missing:
-            raise DataError(f"{path}: record {i} lacks {', '.join(missing)}")
-    return rows
+def _judgments(run: Path) -> list[JudgmentRecord]:
+    return read_judgments(run, need=("key", "suite", "dataset", "attack", "verdict", "judge"),
+                          hint="each RUN must be a folder written by `mosr eval`")
 
 
-def _perplexity(run: Path) -> dict[str, dict[str, Any]]:
-    path = run / PERPLEXITY
-    return {str(r["sample_id"]): r for r in iter_jsonl(path)} if path.is_file() else {}
-
-
-def _meta(run: Path) -> tuple[int, str | None]:
-    """Seed and base-model spec from the run's ``run.json`` (0 and None when it has none)."""
-    try:
-        meta = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return 0, None
-    seed = meta.get("seed", 0) if isinstance(meta, dict) else 0
-    model = meta.get("model") if isinstance(meta, dict) else None
-    spec = model.get("spec") if isinstance(model, dict) else None
-    return (seed if isinstance(seed, int) else 0), (spec if isinstance(spec, str) else None)
+def _perplexity(run: Path) -> dict[str, PerplexityRecord]:
+    return {r.sample_id: r for r in read_perplexity(run)}
 
 
 def shared_records(entries: Sequence[tuple[str, Path]]) -> tuple[list[dict[str, Any]], int]:
@@ -74,26 +54,27 @@ def shared_records(entries: Sequence[tuple[str, Path]]) -> tuple[list[dict[str, 
         raise DataError("give at least two eval runs to compare")
     seen: dict[tuple[str, int], Path] = {}
     for label, run in entries:
-        seed = _meta(run)[0]
+        seed = read_run_meta(run).seed
         if (label, seed) in seen:
             raise DataError(f"{label}={seen[(label, seed)]} and {label}={run} both have seed {seed}: runs pooled under one METHOD "
                             "must be different seeds; give them different METHOD= names to compare them")
         seen[(label, seed)] = run
     judged = {run: _judgments(run) for _, run in entries}
-    judges = {run: sorted({j["judge"] for j in rows}) for run, rows in judged.items()}
+    judges = {run: sorted({j.judge for j in rows}) for run, rows in judged.items()}
     if len({tuple(v) for v in judges.values()}) > 1:
         listing = "; ".join(f"{run}: {', '.join(v)}" for run, v in judges.items())
         raise DataError(f"the runs were judged by different judges ({listing}); re-judge them with `mosr judge RUN --judge J`")
-    keys = set.intersection(*({j["key"] for j in rows} for rows in judged.values()))
+    keys = set.intersection(*({j.key for j in rows} for rows in judged.values()))
     if not keys:
         raise DataError("the runs share no judged prompt; compare runs of the same suites and sets")
     ppl = {run: _perplexity(run) for _, run in entries}
     ppl_ids = set.intersection(*(set(p) for p in ppl.values()))
     records = []
     for label, run in entries:
-        rows = [j for j in judged[run] if j["key"] in keys]
-        metrics = compute_metrics(rows, [ppl[run][i] for i in sorted(ppl_ids)] or None)
-        seed, model = _meta(run)
+        rows = [j for j in judged[run] if j.key in keys]
+        metrics = compute_metrics(rows, [ppl[run][i].to_dict() for i in sorted(ppl_ids)] or None)
+        meta = read_run_meta(run)
+        seed, model = meta.seed, meta.model_spec
         metrics["judge"], metrics["model"] = judges[run][0], model
         records.append({"label": label, "method": label, "seed": seed, "eval_metrics": metrics, "run": str(run)})
     return records, len(keys)

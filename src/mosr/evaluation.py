@@ -18,7 +18,7 @@ import json
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,12 @@ from mosr.judges import Judge, resolve_judge
 from mosr.metrics import Rate, harm_rates, verdict_rates
 from mosr.models import LoadedModel, encode_chat_pair
 from mosr.progress import progress
+from mosr.records import COMPLETIONS, JUDGMENTS, METRICS, PERPLEXITY, JudgmentRecord, as_judgment, read_judgments, write_judgments, write_jsonl
 from mosr.runs import LOCK_FILE, RunDir, check_run_kind, iter_jsonl, repair_jsonl
 from mosr.suites import Task, resolve_suites, tasks_for
 
 log = logging.getLogger(__name__)
 
-COMPLETIONS = "completions.jsonl"
-JUDGMENTS = "judgments.jsonl"
-PERPLEXITY = "perplexity.jsonl"
 LONG_PROMPTS = ("refuse", "truncate")
 DERIVED = ("judgments.jsonl", "metrics.json", "summary.md", "rates.png")  # remade from the completions at the end of a run
 
@@ -275,7 +273,7 @@ def prune_completions(run: RunDir, plans: list[TaskPlan], settings: str) -> dict
 
 
 def _rewrite(run: RunDir, records: list[dict[str, Any]]) -> None:
-    run.write_text(COMPLETIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_jsonl(run, COMPLETIONS, records)
 
 
 def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: list[TaskPlan] | None = None) -> list[dict[str, Any]]:
@@ -341,7 +339,7 @@ def reference_nll(loaded: LoadedModel, samples: Sequence[Sample], *, system: str
     return rows
 
 
-def judge_records(records: list[dict[str, Any]], judge: str | Judge) -> list[dict[str, Any]]:
+def judge_records(records: list[dict[str, Any]], judge: str | Judge) -> list[JudgmentRecord]:
     """Judge every completion; the judge decides, and cannot-judge stays visible as ``unjudged``.
 
     ``judge`` is a registered judge name or any object following the :class:`mosr.judges.Judge`
@@ -352,59 +350,61 @@ def judge_records(records: list[dict[str, Any]], judge: str | Judge) -> list[dic
     if len(judgments) != len(records):
         raise RunError(f"judge {judge_obj.name!r} returned {len(judgments)} verdicts for {len(records)} completions")
     return [
-        {
-            "key": r["key"], "suite": r["suite"], "dataset": r["dataset"], "attack": r["attack"],
-            "sample_id": r["sample_id"], "category": r.get("category"), "verdict": j.verdict, "judge": j.judge,
-            "explanation": j.explanation, "score": j.score,
-            "harmful": j.harmful, "harm_explanation": j.harm_explanation, "harm_score": j.harm_score,
-        }
+        JudgmentRecord(
+            key=r["key"], suite=r["suite"], dataset=r["dataset"], attack=r["attack"],
+            sample_id=r["sample_id"], category=r.get("category"), verdict=j.verdict, judge=j.judge,
+            explanation=j.explanation, score=j.score,
+            harmful=j.harmful, harm_explanation=j.harm_explanation, harm_score=j.harm_score,
+        )
         for r, j in zip(records, judgments)
     ]
 
 
-def compute_metrics(judgments: list[dict[str, Any]], perplexity: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def compute_metrics(judgments: Sequence[JudgmentRecord | Mapping[str, Any]],
+                    perplexity: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Rates per task, per category and per suite (pure function of the judgments)."""
-    by_task: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    judgments = [as_judgment(j) for j in judgments]
+    by_task: dict[tuple[str, str, str], list[JudgmentRecord]] = defaultdict(list)
     for j in judgments:
-        by_task[(j["suite"], j["dataset"], j["attack"])].append(j)
+        by_task[(j.suite, j.dataset, j.attack)].append(j)
     tasks: dict[str, Any] = {}
     for (suite, dataset, attack), rows in by_task.items():
         cats: dict[str, list[str]] = defaultdict(list)
         for r in rows:
-            cats[str(r.get("category"))].append(r["verdict"])
+            cats[str(r.category)].append(r.verdict)
         tasks[f"{dataset}|{attack}"] = {
             "suite": suite, "dataset": dataset, "attack": attack,
-            **verdict_rates(r["verdict"] for r in rows),
+            **verdict_rates(r.verdict for r in rows),
             "by_category": {c: verdict_rates(v) for c, v in sorted(cats.items())},
         }
     suites: dict[str, Any] = {}
-    safety = [j for j in judgments if j["suite"] == "safety"]
+    safety = [j for j in judgments if j.suite == "safety"]
     if safety:
-        direct = [j for j in safety if j["attack"] == "none"]
-        attacks: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        direct = [j for j in safety if j.attack == "none"]
+        attacks: dict[str, list[JudgmentRecord]] = defaultdict(list)
         for j in safety:
-            attacks[j["attack"]].append(j)
-        direct_rates = verdict_rates(j["verdict"] for j in direct) if direct else None
+            attacks[j.attack].append(j)
+        direct_rates = verdict_rates(j.verdict for j in direct) if direct else None
         suites["safety"] = {
             # behaviour view (the headline): refusal or content-free gibberish
             "safety": direct_rates["defended"] if direct_rates else None,
             "direct": direct_rates,
-            "attack_success": {a: verdict_rates(j["verdict"] for j in v)["answered"] for a, v in attacks.items()},
-            "all": verdict_rates(j["verdict"] for j in safety),
+            "attack_success": {a: verdict_rates(j.verdict for j in v)["answered"] for a, v in attacks.items()},
+            "all": verdict_rates(j.verdict for j in safety),
             # harm view: meaningful harmful content, whatever the behaviour
             "harm": {
-                "direct": harm_rates(j.get("harmful") for j in direct) if direct else None,
-                "by_attack": {a: harm_rates(j.get("harmful") for j in v) for a, v in attacks.items()},
+                "direct": harm_rates(j.harmful for j in direct) if direct else None,
+                "by_attack": {a: harm_rates(j.harmful for j in v) for a, v in attacks.items()},
             },
         }
-    over = [j["verdict"] for j in judgments if j["suite"] == "over-refusal"]
+    over = [j.verdict for j in judgments if j.suite == "over-refusal"]
     if over:
         rates = verdict_rates(over)
         suites["over-refusal"] = {
             "over_refusal": rates["not_complied"], "full_refusal": rates["refusal"],
             "partial_refusal": rates["partial"], "gibberish": rates["gibberish"], "all": rates,
         }
-    cap = [j["verdict"] for j in judgments if j["suite"] == "capability"]
+    cap = [j.verdict for j in judgments if j.suite == "capability"]
     if cap:
         rates = verdict_rates(cap)
         entry: dict[str, Any] = {"compliance": rates["compliance"], "gibberish": rates["gibberish"], "all": rates}
@@ -539,7 +539,7 @@ def finish_run(run: RunDir, judge: str | Judge, records: list[dict[str, Any]] | 
                        "command into the folder to repair it")
     meta = run.read_json("run.json") if (run / "run.json").is_file() else {}
     judgments = judge_records(records, judge)
-    run.write_text(JUDGMENTS, "".join(json.dumps(j, ensure_ascii=False) + "\n" for j in judgments))
+    write_judgments(run, judgments)
     perplexity = run.read_jsonl(PERPLEXITY) if (run / PERPLEXITY).is_file() else None
     metrics = compute_metrics(judgments, perplexity)
     cfg = meta.get("config", {})
@@ -551,7 +551,7 @@ def finish_run(run: RunDir, judge: str | Judge, records: list[dict[str, Any]] | 
     expected = meta.get("expected_completions")
     if isinstance(expected, int) and len(records) < expected:
         metrics["incomplete"] = {"completions": len(records), "expected": expected}
-    run.write_json("metrics.json", metrics)
+    run.write_json(METRICS, metrics)
     info = {"model": cfg.get("model"), "adapter": cfg.get("adapter"), "judge": judge_name}
     summary = summary_markdown(metrics, info)
     if "incomplete" in metrics:
@@ -577,7 +577,7 @@ def _update_perplexity(loaded: LoadedModel, config: EvalConfig, run: RunDir, pla
     rows: list[dict[str, Any]] = []
     for plan in cap:
         rows += [{**r, "request_hash": request} for r in reference_nll(loaded, plan.samples, system=config.system)]
-    run.write_text(PERPLEXITY, "".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(run, PERPLEXITY, rows, ensure_ascii=True)
 
 
 def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None = None, judge: Judge | None = None) -> dict[str, Any]:
@@ -651,4 +651,6 @@ def _accepted_eval(
 def load_verdicts(run_dir: str | Path) -> dict[tuple[str, str, str], str]:
     """(dataset, attack, sample_id) -> verdict, from an eval run folder."""
     run = RunDir(run_dir, create=False)
-    return {(j["dataset"], j["attack"], j["sample_id"]): j["verdict"] for j in run.read_jsonl(JUDGMENTS)}
+    if not (run / JUDGMENTS).is_file():
+        return {}
+    return {(j.dataset, j.attack, j.sample_id): j.verdict for j in read_judgments(run_dir)}

@@ -22,6 +22,7 @@ from typing import Any
 
 from mosr.methods import ABLATION, all_by_name
 from mosr.metrics import Rate
+from mosr.records import eval_rates, reference_perplexity
 from mosr.runs import atomic_write_text, dumps, now_iso
 
 
@@ -85,35 +86,6 @@ def combine(rates: Sequence[dict[str, Any] | None]) -> Cell | None:
     return Cell(Rate.of(k, n), [r["k"] / r["n"] if r["n"] else math.nan for r in present])
 
 
-def eval_rates(metrics: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Flat ``metric id -> rate dict`` of one eval run (ids: safety, asr:ATTACK, over_refusal, or:SET, ...)."""
-    out: dict[str, dict[str, Any]] = {}
-    s = metrics.get("suites", {})
-    if "safety" in s:
-        if s["safety"].get("safety"):
-            out["safety"] = s["safety"]["safety"]
-        if s["safety"].get("direct"):
-            out["gibberish_harmful"] = s["safety"]["direct"]["gibberish"]
-        for attack, rate in s["safety"].get("attack_success", {}).items():
-            out[f"asr:{attack}"] = rate
-    if "over-refusal" in s:
-        out["over_refusal"] = s["over-refusal"]["over_refusal"]
-    if "capability" in s:
-        out["capability"] = s["capability"]["compliance"]
-        out["gibberish_benign"] = s["capability"]["gibberish"]
-    for task in metrics.get("tasks", {}).values():
-        if task["suite"] == "over-refusal" and task["attack"] == "none":
-            out[f"or:{task['dataset']}"] = task["not_complied"]
-        elif task["suite"] == "custom":
-            out[f"custom:{task['dataset']}" + ("" if task["attack"] == "none" else f" [{task['attack']}]")] = task["not_complied"]
-    return out
-
-
-def _perplexity(metrics: dict[str, Any]) -> float | None:
-    cap = metrics.get("suites", {}).get("capability", {})
-    return cap.get("reference_perplexity", {}).get("perplexity")
-
-
 @dataclass
 class Row:
     """One method variant, aggregated over its seeds."""
@@ -146,7 +118,7 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[Row]:
         per = [eval_rates(r["eval_metrics"]) for r in recs]
         keys = list(dict.fromkeys(k for p in per for k in p))
         cells = {k: c for k in keys if (c := combine([p.get(k) for p in per])) is not None}
-        ppl = [p for r in recs if (p := _perplexity(r["eval_metrics"])) is not None]
+        ppl = [p for r in recs if (p := reference_perplexity(r["eval_metrics"])) is not None]
         first = recs[0]
         rows.append(Row(label, first["method"], first.get("sweep_param"), first.get("sweep_value"), [r["seed"] for r in recs],
                         cells, statistics.fmean(ppl) if ppl else None, list(recs)))
