@@ -44,3 +44,9 @@ def test_only_the_cli_imports_the_commands():
 def test_the_import_walker_sees_function_level_and_relative_imports(tmp_path):
     sample = SRC / "commands" / "analyze.py"
     assert "mosr.analysis_run" in _imports(sample)
+
+
+def test_only_the_plotting_module_touches_the_matplotlib_backend():
+    users = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
+                   if any(n == "matplotlib" or n.startswith("matplotlib.") for n in _imports(p)))
+    assert users == ["plots.py"], users

@@ -33,6 +33,7 @@ from mosr.generation import generate
 from mosr.judges import Judge, resolve_judge
 from mosr.metrics import Rate, harm_rates, verdict_rates
 from mosr.models import LoadedModel, encode_chat_pair
+from mosr.plots import plt
 from mosr.progress import progress
 from mosr.records import COMPLETIONS, JUDGMENTS, METRICS, PERPLEXITY, JudgmentRecord, as_judgment, read_judgments, write_judgments, write_jsonl
 from mosr.runs import LOCK_FILE, RunDir, check_run_kind, iter_jsonl, repair_jsonl
@@ -483,11 +484,6 @@ def summary_markdown(metrics: dict[str, Any], meta: dict[str, Any]) -> str:
 
 def plot_rates(metrics: dict[str, Any], path: Path, title: str) -> None:
     """Stacked bars of refusal / partial / gibberish / compliance / unjudged per (set, attack), CI on not-complied."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks = list(metrics["tasks"].values())
     if not tasks:
         return

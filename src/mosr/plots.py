@@ -1,5 +1,7 @@
 """Generic figure helpers (matplotlib, Agg backend): 2-D projections, layer curves, bar charts.
 
+The one module that sets the Matplotlib backend; every other module takes ``plt`` from here.
+
 Every function returns a ``Figure``; :func:`save_figure` writes it and frees it. Nothing here knows
 about mosr's data structures: callers pass arrays, labels and titles.
 """

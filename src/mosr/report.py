@@ -22,6 +22,7 @@ from typing import Any
 
 from mosr.methods import ABLATION, all_by_name
 from mosr.metrics import Rate
+from mosr.plots import plt
 from mosr.records import eval_rates, reference_perplexity
 from mosr.runs import atomic_write_text, dumps, now_iso
 
@@ -127,11 +128,6 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[Row]:
 
 # -------------------------------------------------------------------------------------- figures
 def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     plt.rcParams.update({"font.size": 10, "axes.grid": True, "grid.alpha": 0.3})
     return plt
 

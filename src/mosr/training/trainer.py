@@ -38,6 +38,7 @@ from torch import nn
 from mosr import __version__
 from mosr.errors import ConfigError, MosrError, RunError, TrainingError
 from mosr.models import ADAPTER_META, LoadedModel, encode_chat_pair, format_prompt, num_layers, template_prefix_length
+from mosr.plots import plt
 from mosr.progress import progress
 from mosr.runs import LOCK_FILE, RunDir, atomic_write_text, check_run_kind
 from mosr.training import losses, oalw
@@ -673,11 +674,6 @@ def _fmt(value: Any) -> str:
 
 
 def _plot_losses(path: Path, history: list[dict[str, float]], method: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for key in TERMS:
@@ -696,11 +692,6 @@ def _plot_losses(path: Path, history: list[dict[str, float]], method: str) -> No
 
 
 def _plot_weights(path: Path, sims: list[float], ws: list[float], cfg: TrainConfig) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     axes[0].hist(sims, bins=30, color="tab:blue")
     axes[0].set_title(f"{cfg.oalw_similarity} cosine to pseudo-malicious (n={len(sims)})")
