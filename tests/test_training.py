@@ -229,10 +229,7 @@ def test_caa_rows_in_a_step_train_only_refusal_tokens(tmp_path):
     inp = trainer.make_inputs(0)
     tok = loaded.tokenizer
     refusal_ids = {tuple(ids) for pair in trainer.refusal_ids for ids in pair}
-    labels_rows = []
-    for r in range(inp.ce_ids.shape[0]):
-        targets = inp.ce_targets[inp.ce_groups == 0]
-        labels_rows.append(targets)
+    assert inp.ce_ids.shape[0] == c.batch_size and bool((inp.ce_groups == 0).all())  # mosr: refusal rows only, no SFT retain
     got = tok.decode(inp.ce_targets.tolist())
     assert "Sure" not in got and "hurt" not in got  # neither prefix nor prompt is a target
     # each row's targets are one refusal template (after a prefix: with the separator)
@@ -450,3 +447,63 @@ def test_mean_pooled_oalw_features_leave_out_the_shared_template_prefix(tmp_path
         for row, feat in zip(rows, feats):
             h = hidden_at(trainer.peft_model, torch.tensor([row.ids[: row.n_prompt]]), torch.ones(1, row.n_prompt, dtype=torch.long), [2], truncate=True)[0, 0]
             torch.testing.assert_close(feat, h[n : row.n_prompt].mean(0), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------- trainer: MOSR's additions
+def _grads_and_parts(trainer, inp, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Gradient of the step-0 loss (flattened over the LoRA parameters) with ``weights`` as the OALW weights of the batch."""
+    inp.erase_weights = weights
+    for p in trainer.params:
+        p.grad = None
+    loss, parts = trainer.compute_loss(trainer.step_module(inp), inp, 0)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in trainer.params]).clone(), parts
+
+
+def test_oalw_weights_reach_the_gradient_of_the_erase_term(tmp_path):
+    from mosr.training.trainer import Trainer
+
+    c = cfg(lora_b_init_std=0.02, lora_dropout=0.0, steps=4)
+    trainer = Trainer(tiny_model(num_layers=N_LAYERS), c, toy_data(), tmp_path / "t")
+    inp = trainer.make_inputs(0)
+    n = inp.erase_weights.numel()
+    g0, p0 = _grads_and_parts(trainer, inp, torch.zeros(n))
+    g1, p1 = _grads_and_parts(trainer, inp, torch.ones(n))
+    g2, p2 = _grads_and_parts(trainer, inp, torch.tensor([2.0] + [0.0] * (n - 1)))
+    g3, p3 = _grads_and_parts(trainer, inp, torch.tensor([0.0] + [2.0] * (n - 1)))
+    assert p0["erase"] == 0.0 and p1["erase"] > 0
+    assert float((g1 - g0).norm()) > 1e-3 * float(g1.norm())  # the erase term moves the adapter ...
+    # ... in proportion to the weights: the weighted gradients of the two halves add up to twice the unit-weight one
+    torch.testing.assert_close((g2 - g0) + (g3 - g0), 2 * (g1 - g0), rtol=1e-4, atol=1e-7)
+    assert p2["erase"] + p3["erase"] == pytest.approx(2 * p1["erase"], rel=1e-5)
+    assert not torch.allclose(g2, g3)  # which sample carries the weight changes the update
+
+
+def test_trained_oalw_weights_are_the_ones_the_steps_use(tmp_path):
+    from mosr.training.trainer import Trainer
+
+    trainer = Trainer(tiny_model(num_layers=N_LAYERS), cfg(), toy_data(), tmp_path / "t")
+    trainer.setup_rep_norm()
+    trainer.setup_oalw()
+    assert not torch.allclose(trainer.erase_weights, torch.ones_like(trainer.erase_weights))  # overlap-aware, not uniform
+    ids = [p.id for p, _ in trainer.malicious]
+    for step in range(3):
+        inp = trainer.make_inputs(step)
+        expected = torch.stack([trainer.erase_weights[ids.index(i)] for i in inp.info["erase_ids"]])
+        torch.testing.assert_close(inp.erase_weights, expected)
+
+
+@pytest.mark.parametrize("method, pseudo_in_retain", [("mosr", True), ("rr", False)])
+def test_pseudo_malicious_rows_enter_the_retain_pool(tmp_path, method, pseudo_in_retain):
+    from mosr.training.trainer import Trainer
+
+    trainer = Trainer(tiny_model(num_layers=N_LAYERS), cfg(method=method), toy_data(), tmp_path / method)
+    pool = {p.role for p, _ in trainer.retain_pool}
+    assert pool == ({"benign", "pseudo"} if pseudo_in_retain else {"benign"})
+    seen = []
+    for step in range(6):
+        inp = trainer.make_inputs(step)
+        b_e = inp.erase_mask.shape[0]
+        texts = [trainer.tok.decode(row[m.bool()].tolist()) for row, m in zip(inp.rep_ids[b_e:], inp.rep_mask[b_e:])]
+        seen += ["Python process" in t for t in texts]
+    assert any(seen) == pseudo_in_retain
