@@ -17,13 +17,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from mosr import analysis_report
 from mosr.analysis import AnalysisConfig, LayerResult, analyze_layers, summarise_scores
-from mosr.config import from_mapping, load_config
+from mosr.config import YamlLoadable
 from mosr.data import Sample, load_dataset, samples_hash
 from mosr.errors import ConfigError, DataError
 from mosr.models import LoadedModel, attach_adapter, check_layers, load_model, num_layers
@@ -43,8 +43,10 @@ GROUP_LABEL = {"benign": "benign", "malicious": "malicious", "pseudo": "pseudo-m
 
 
 @dataclass(frozen=True)
-class AnalyzeConfig:
+class AnalyzeConfig(YamlLoadable):
     """What ``mosr analyze`` extracts and compares."""
+
+    config_name: ClassVar[str] = "analyze"
 
     model: str = "default"
     adapter: str | None = None  # compare base vs base+adapter
@@ -76,15 +78,6 @@ class AnalyzeConfig:
             if not getattr(self, name):
                 raise ConfigError(f"the {name} group has no dataset; pass at least one spec to --{name}")
         AnalysisConfig(folds=self.folds, k=self.k, seed=self.seed)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AnalyzeConfig:
-        return from_mapping(cls, data, what="analyze")
-
-    @classmethod
-    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> AnalyzeConfig:
-        """Defaults, then the YAML file, then ``overrides``; unknown keys and wrong types fail."""
-        return load_config(cls, path, overrides, what="analyze")
 
 
 # ------------------------------------------------------------------------------------------ groups

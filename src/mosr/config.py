@@ -14,13 +14,14 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 
 from mosr.errors import ConfigError
 
 C = TypeVar("C")
+L = TypeVar("L", bound="YamlLoadable")
 
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -84,6 +85,21 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: Mapping
     data = read_yaml(path) if path is not None else {}
     data.update(overrides or {})
     return from_mapping(cls, data, what=what)
+
+
+class YamlLoadable:
+    """``from_dict`` and ``load`` for a config dataclass, through :func:`from_mapping`; ``config_name`` names it in messages."""
+
+    config_name: ClassVar[str] = "config"
+
+    @classmethod
+    def from_dict(cls: type[L], data: Mapping[str, Any]) -> L:
+        return from_mapping(cls, data, what=cls.config_name)  # type: ignore[attr-defined]
+
+    @classmethod
+    def load(cls: type[L], path: str | Path, overrides: Mapping[str, Any] | None = None) -> L:
+        """Defaults, then the YAML file, then ``overrides``; unknown keys and wrong types fail."""
+        return load_config(cls, path, overrides, what=cls.config_name)  # type: ignore[attr-defined]
 
 
 def coerce(value: Any, tp: Any) -> Any:

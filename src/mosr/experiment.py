@@ -30,10 +30,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from mosr.analysis_run import DEFAULT_PSEUDO, AnalyzeConfig, run_analyze
-from mosr.config import from_mapping, load_config
+from mosr.config import YamlLoadable, from_mapping
 from mosr.data import load_dataset
 from mosr.errors import ConfigError, MosrError, RunError
 from mosr.evaluation import EvalConfig, config_tasks, run_eval
@@ -78,8 +78,10 @@ class SweepConfig:
 
 
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(YamlLoadable):
     """What ``mosr experiment`` runs. Loaded from YAML; unknown keys fail."""
+
+    config_name: ClassVar[str] = "experiment"
 
     model: str = "default"
     methods: list[str] = field(default_factory=lambda: list(DEFAULT))
@@ -131,15 +133,6 @@ class ExperimentConfig:
             taken = sorted(_SET_BY_EXPERIMENT & set(keys))
             if taken:
                 raise ConfigError(f"method_train.{name}.{taken[0]} is set by the experiment itself")
-
-    # ------------------------------------------------------------------------------ loading
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExperimentConfig:
-        return _from_mapping(cls, data, "")
-
-    @classmethod
-    def load(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-        return load_config(cls, path, overrides, what="experiment")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

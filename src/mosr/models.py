@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mosr.errors import ConfigError, ModelLoadError
+from mosr.runs import read_json_file
 
 log = logging.getLogger(__name__)
 
@@ -261,10 +262,7 @@ def check_adapter_folder(adapter: str | os.PathLike[str]) -> dict[str, Any] | No
     meta_file = path / ADAPTER_META
     if not meta_file.is_file():
         return None
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{meta_file} is not valid JSON ({exc}); the adapter folder is damaged") from exc
+    meta = read_json_file(meta_file, ModelLoadError, "the adapter folder is damaged")
     if not isinstance(meta, dict):
         raise ModelLoadError(f"{meta_file} is not a JSON object; the adapter folder is damaged")
     return meta

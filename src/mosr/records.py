@@ -27,13 +27,13 @@ RUN_META = "run.json"
 class Completion:
     """One generated answer of an eval run, with the hashes that decide whether a rerun may reuse it."""
 
-    key: str
+    key: str  # dataset|attack|sample_id
     suite: str
     dataset: str
     attack: str
     sample_id: str
-    prompt: str
-    completion: str
+    prompt: str  # the user's prompt (the attack applied)
+    completion: str  # the model's own text, after any prefill
     label: str | None = None
     category: str | None = None
     prefill: str = ""

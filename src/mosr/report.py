@@ -11,36 +11,19 @@ together, 95% Wilson interval); ``±`` is the standard deviation of the per-seed
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
-import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mosr.methods import ABLATION, all_by_name
-from mosr.metrics import Rate
-from mosr.plots import plt
-from mosr.records import eval_rates, reference_perplexity
+from mosr.methods import ABLATION
+from mosr.report_figures import plot_frontiers, plot_pareto, plot_representations
+from mosr.report_rows import (  # noqa: F401 (re-exported)
+    Cell, Row, aggregate, combine, method_summary, method_title, non_dominated, pareto_points,
+)
 from mosr.runs import atomic_write_text, dumps, now_iso
 
-
-
-def method_title(name: str) -> str:
-    """The row name of a registered method (:mod:`mosr.methods`), or ``name`` itself."""
-    method = all_by_name().get(name)
-    return method.title if method else name
-
-
-def method_summary(name: str, missing: str = "") -> str:
-    method = all_by_name().get(name)
-    return method.summary if method else missing
-
-
-_COLORS = ["#000000", "#E69F00", "#56B4E9", "#009E73", "#D55E00", "#0072B2", "#CC79A7", "#999999", "#F0E442"]
-_MARKERS = ["o", "s", "D", "^", "v", "P", "X", "<", ">"]
 _CSS = """
 body{max-width:1180px}
 table{display:block;overflow-x:auto;font-variant-numeric:tabular-nums}
@@ -48,221 +31,6 @@ td,th{white-space:nowrap}
 h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 blockquote,.note{background:#f7f9fc;border-left:4px solid #4C72B0;padding:.5em 1em;margin:1em 0}
 """
-
-
-# -------------------------------------------------------------------------------------- numbers
-@dataclass
-class Cell:
-    """One rate of one method, over one or more seeds."""
-
-    pooled: Rate
-    per_seed: list[float] = field(default_factory=list)
-
-    @property
-    def sd(self) -> float | None:
-        vals = [v for v in self.per_seed if not math.isnan(v)]
-        return statistics.stdev(vals) if len(vals) > 1 else None
-
-    @property
-    def mean(self) -> float:
-        vals = [v for v in self.per_seed if not math.isnan(v)]
-        return statistics.fmean(vals) if vals else math.nan
-
-    def fmt(self) -> str:
-        if self.pooled.n == 0:
-            return "n/a"
-        spread = f" ±{100 * self.sd:.1f}" if self.sd is not None else ""
-        return f"{100 * self.mean:.1f}{spread} [{100 * self.pooled.low:.1f}–{100 * self.pooled.high:.1f}] n={self.pooled.n}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "sd": self.sd, "per_seed": self.per_seed, "pooled": self.pooled.to_dict()}
-
-
-def combine(rates: Sequence[dict[str, Any] | None]) -> Cell | None:
-    """Pool per-seed rate dicts (``k``, ``n``) into one :class:`Cell`; None when no seed has the rate."""
-    present = [r for r in rates if r]
-    if not present:
-        return None
-    k, n = sum(int(r["k"]) for r in present), sum(int(r["n"]) for r in present)
-    return Cell(Rate.of(k, n), [r["k"] / r["n"] if r["n"] else math.nan for r in present])
-
-
-@dataclass
-class Row:
-    """One method variant, aggregated over its seeds."""
-
-    label: str
-    method: str
-    sweep_param: str | None
-    sweep_value: float | None
-    seeds: list[int]
-    cells: dict[str, Cell]
-    perplexity: float | None
-    records: list[dict[str, Any]] = field(repr=False, default_factory=list)
-
-    @property
-    def name(self) -> str:
-        base = method_title(self.method)
-        return base if self.sweep_param is None else f"{base} ({self.sweep_param} = {self.sweep_value:g})"
-
-    def get(self, key: str) -> Cell | None:
-        return self.cells.get(key)
-
-
-def aggregate(records: Sequence[dict[str, Any]]) -> list[Row]:
-    """Group records by variant label (first-seen order) and pool their rates over seeds."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for rec in records:
-        groups.setdefault(rec["label"], []).append(rec)
-    rows = []
-    for label, recs in groups.items():
-        per = [eval_rates(r["eval_metrics"]) for r in recs]
-        keys = list(dict.fromkeys(k for p in per for k in p))
-        cells = {k: c for k in keys if (c := combine([p.get(k) for p in per])) is not None}
-        ppl = [p for r in recs if (p := reference_perplexity(r["eval_metrics"])) is not None]
-        first = recs[0]
-        rows.append(Row(label, first["method"], first.get("sweep_param"), first.get("sweep_value"), [r["seed"] for r in recs],
-                        cells, statistics.fmean(ppl) if ppl else None, list(recs)))
-    return rows
-
-
-# -------------------------------------------------------------------------------------- figures
-def _plt() -> Any:
-    plt.rcParams.update({"font.size": 10, "axes.grid": True, "grid.alpha": 0.3})
-    return plt
-
-
-def _err(cell: Cell) -> tuple[float, list[list[float]]]:
-    m = 100 * cell.mean
-    return m, [[max(0.0, m - 100 * cell.pooled.low)], [max(0.0, 100 * cell.pooled.high - m)]]
-
-
-def pareto_points(rows: Sequence[Row]) -> list[tuple[Row, Cell, Cell]]:
-    return [(r, r.cells["over_refusal"], r.cells["safety"]) for r in rows if "over_refusal" in r.cells and "safety" in r.cells]
-
-
-def non_dominated(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of points no other point beats on both axes (lower x = less over-refusal, higher y = safer)."""
-    keep = []
-    for i, (x, y) in enumerate(points):
-        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
-            keep.append(i)
-    return sorted(keep, key=lambda i: points[i][0])
-
-
-def plot_pareto(rows: Sequence[Row], path: Path) -> bool:
-    """Safety vs over-refusal, one point per method with 95% intervals; the best trade-offs joined."""
-    pts = pareto_points(rows)
-    if not pts:
-        return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    xy = []
-    for i, (row, over, safe) in enumerate(pts):
-        x, xerr = _err(over)
-        y, yerr = _err(safe)
-        xy.append((x, y))
-        ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=_MARKERS[i % len(_MARKERS)], color=_COLORS[i % len(_COLORS)],
-                    markersize=8, capsize=3, elinewidth=1, label=row.name)
-    front = non_dominated(xy)
-    if len(front) > 1:
-        ax.plot([xy[i][0] for i in front], [xy[i][1] for i in front], "--", color="#888888", linewidth=1, zorder=0,
-                label="best trade-offs")
-    ax.set_xlabel("over-refusal on benign-but-scary prompts (%)  ← better")
-    ax.set_ylabel("safety on harmful prompts (%)  ↑ better")
-    ax.set_xlim(-3, 103)
-    ax.set_ylim(-3, 103)
-    ax.annotate("ideal", xy=(0, 100), xytext=(8, 92), arrowprops={"arrowstyle": "->", "color": "#2a7"}, color="#2a7")
-    ax.set_title("Safety vs over-refusal (95% intervals)")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def plot_frontiers(rows: Sequence[Row], path: Path) -> bool:
-    """One curve per swept method through its sweep values, in safety vs over-refusal space."""
-    swept: dict[str, list[Row]] = {}
-    for r in rows:
-        if r.sweep_param is not None and "safety" in r.cells and "over_refusal" in r.cells:
-            swept.setdefault(r.method, []).append(r)
-    if not swept:
-        return False
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    for i, (method, rs) in enumerate(swept.items()):
-        rs = sorted(rs, key=lambda r: r.sweep_value or 0.0)
-        color = _COLORS[(i + 1) % len(_COLORS)]
-        xs, ys = [], []
-        for r in rs:
-            x, xerr = _err(r.cells["over_refusal"])
-            y, yerr = _err(r.cells["safety"])
-            xs.append(x)
-            ys.append(y)
-            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="none", ecolor=color, alpha=0.35, capsize=2)
-            ax.annotate(f"{r.sweep_param}={r.sweep_value:g}", (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7, color=color)
-        ax.plot(xs, ys, "-" + _MARKERS[i % len(_MARKERS)], color=color, label=method_title(method))
-    for r in rows:
-        if r.method == "undefended" and "safety" in r.cells and "over_refusal" in r.cells:
-            ax.plot(100 * r.cells["over_refusal"].mean, 100 * r.cells["safety"].mean, "*", color="black", markersize=12, label="Undefended")
-    ax.set_xlabel("over-refusal (%)  ← better")
-    ax.set_ylabel("safety (%)  ↑ better")
-    ax.set_xlim(-3, 103)
-    ax.set_ylim(-3, 103)
-    ax.set_title("Frontier of each method over the swept parameter")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
-def _variant(analysis: dict[str, Any], *, adapter: bool) -> dict[str, Any] | None:
-    for v in analysis.get("variants", []):
-        if (v["name"] == "base+adapter") == adapter:
-            return v
-    return None
-
-
-def plot_representations(rows: Sequence[Row], path: Path) -> bool:
-    """Per layer: where pseudo-malicious prompts sit (centroid ratio) and benign/malicious separability."""
-    series: list[tuple[str, list[dict[str, Any]]]] = []
-    base = None
-    for r in rows:
-        if r.sweep_param is not None:
-            continue
-        analysis = next((rec.get("analysis") for rec in r.records if rec.get("analysis")), None)
-        if not analysis:
-            continue
-        if base is None:
-            v = _variant(analysis, adapter=False)
-            if v is not None:
-                base = v["layers"]
-        v = _variant(analysis, adapter=True)
-        if v is not None:
-            series.append((r.name, v["layers"]))
-    if base is None:
-        return False
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-    panels = (
-        ("Pseudo-malicious prompts: centroid ratio\n(0 = benign centroid, 1 = malicious centroid)", lambda s: s["groups"]["pseudo"]["centroid_ratio"]["mean"], None),
-        ("Benign vs malicious: linear-probe accuracy", lambda s: s["probe_accuracy"], (0.4, 1.02)),
-    )
-    for ax, (title, get, ylim) in zip(axes, panels):
-        ax.plot([s["layer"] for s in base], [get(s) for s in base], "--", color="black", linewidth=2, label="base model")
-        for i, (name, summaries) in enumerate(series):
-            ax.plot([s["layer"] for s in summaries], [get(s) for s in summaries], "-", color=_COLORS[(i + 1) % len(_COLORS)], label=name)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("layer")
-        if ylim:
-            ax.set_ylim(*ylim)
-    axes[1].legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
 
 
 # ------------------------------------------------------------------------------------- markdown

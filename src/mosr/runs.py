@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mosr.errors import RunError
+from mosr.errors import MosrError, RunError
 
 LOCK_FILE = ".mosr.lock"
 _HELD: set[str] = set()  # lock files this process holds
@@ -232,15 +232,20 @@ class RunDir:
         return self.write_json("run.json", meta)
 
 
+def read_json_file(path: Path, error: type[MosrError], remedy: str) -> Any:
+    """The JSON in ``path``; a damaged file raises ``error`` with ``remedy`` (what the user can do)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise error(f"{path} is not valid JSON ({exc}); {remedy}") from exc
+
+
 def run_kind(folder: str | os.PathLike[str]) -> str | None:
     """The command whose ``run.json`` is in ``folder`` (``eval``, ``train``, ``analyze``, ``experiment``), or None."""
     path = Path(folder) / "run.json"
     if not path.is_file():
         return None
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RunError(f"{path} is not valid JSON ({exc}); the folder was damaged, use another --out") from exc
+    meta = read_json_file(path, RunError, "the folder was damaged, use another --out")
     command = meta.get("command") if isinstance(meta, dict) else None
     return str(command).split()[-1] if isinstance(command, str) and command.strip() else "unknown"
 

@@ -79,6 +79,16 @@ def erase_per_sample(h_policy: torch.Tensor, h_ref: torch.Tensor, mask: torch.Te
     return per / m.sum(dim=(0, 2)).clamp(min=1)
 
 
+def _weighted_mean(values: torch.Tensor, weights: torch.Tensor, normalize: Literal["global", "batch"]) -> torch.Tensor:
+    """``Σ w·v / N`` (``global``) or ``Σ w·v / Σ w`` (``batch``)."""
+    w = weights.to(values.dtype)
+    if normalize == "batch":
+        return (w * values).sum() / w.sum().clamp(min=1e-12)
+    if normalize == "global":
+        return (w * values).sum() / values.numel()
+    raise ValueError(f"normalize must be 'global' or 'batch', got {normalize!r}")
+
+
 def weighted_erase(per_sample: torch.Tensor, weights: torch.Tensor, normalize: Literal["global", "batch"] = "global") -> torch.Tensor:
     """OALW erase term.
 
@@ -88,12 +98,7 @@ def weighted_erase(per_sample: torch.Tensor, weights: torch.Tensor, normalize: L
     over the whole malicious set, so this is an unbiased estimate of the full-set ``Σ w ℓ / Σ w``.
     Unit weights give the plain RR mean either way.
     """
-    w = weights.to(per_sample.dtype)
-    if normalize == "batch":
-        return (w * per_sample).sum() / w.sum().clamp(min=1e-12)
-    if normalize == "global":
-        return (w * per_sample).sum() / per_sample.numel()
-    raise ValueError(f"normalize must be 'global' or 'batch', got {normalize!r}")
+    return _weighted_mean(per_sample, weights, normalize)
 
 
 def mean_unit(h: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -129,12 +134,7 @@ def weighted_token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, we
     if targets.numel() == 0:
         return logits.sum() * 0.0
     ce = F.cross_entropy(logits.float(), targets, reduction="none")
-    w = weights.to(ce.dtype)
-    if normalize == "batch":
-        return (w * ce).sum() / w.sum().clamp(min=1e-12)
-    if normalize == "global":
-        return (w * ce).sum() / ce.numel()
-    raise ValueError(f"normalize must be 'global' or 'batch', got {normalize!r}")
+    return _weighted_mean(ce, weights, normalize)
 
 
 def token_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
