@@ -12,7 +12,8 @@ from __future__ import annotations
 from mosr.training.config import METHODS, MethodSpec, TrainConfig
 from mosr.training.data import Pair, TrainingData, build_training_data, own_completions
 from mosr.training.refusals import REFUSAL_TEMPLATES
-from mosr.training.trainer import Trainer, TrainResult, train
+from mosr.training.run import train
+from mosr.training.trainer import Trainer, TrainResult
 
 __all__ = [
     "METHODS",

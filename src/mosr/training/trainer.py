@@ -17,18 +17,14 @@ several processes (each process draws its own batches; gradients are averaged).
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import hashlib
 import json
 import logging
 import math
 import random
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +32,20 @@ import torch
 from torch import nn
 
 from mosr import __version__
-from mosr.errors import ConfigError, MosrError, RunError, TrainingError
+from mosr.errors import ConfigError, RunError, TrainingError
 from mosr.models import ADAPTER_META, LoadedModel, encode_chat_pair, format_prompt, num_layers, template_prefix_length
 from mosr.plots import plt
 from mosr.progress import progress
-from mosr.runs import LOCK_FILE, RunDir, atomic_write_text, check_run_kind
-from mosr.training import losses, oalw
+from mosr.runs import RunDir, atomic_write_text
+from mosr.training import losses
+from mosr.training.batches import (  # noqa: F401 (re-exported)
+    Encoded, StepInputs, StepModule, _answer_labels, _first_target, _pad, _prompt_mask, _scope_mask, eval_mode,
+)
 from mosr.training.caa import build_row, refusal_text, sample_prefix_length, sentence_ends
 from mosr.training.config import TrainConfig
 from mosr.training.data import Pair, TrainingData
-from mosr.training.model import add_lora, backbone, hidden_at, output_head
+from mosr.training.model import add_lora
+from mosr.training.reference import ReferenceStats
 
 log = logging.getLogger(__name__)
 
@@ -53,122 +53,6 @@ CHECKPOINT_DIR = "checkpoints"
 TERMS = ("erase", "retain", "separation", "refusal_ce", "ce_retain", "compliance_ce")
 LOSS_COLUMNS = ("step", "lr", "c_ret", "c_erase", "beta", "loss", *TERMS, "tokens", "seconds")
 REFUSAL, BENIGN, COMPLIANCE = 0, 1, 2  # cross-entropy row groups
-
-
-# ------------------------------------------------------------------------------------------ encoding
-@dataclass(frozen=True)
-class Encoded:
-    ids: list[int]
-    n_prompt: int
-
-
-@dataclass
-class StepInputs:
-    """Tensors of one step. ``rep_*`` rows are erase rows first, then retain rows."""
-
-    rep_ids: torch.Tensor | None = None
-    rep_mask: torch.Tensor | None = None
-    erase_mask: torch.Tensor | None = None  # [B_e, S] tokens in the erase loss
-    retain_mask: torch.Tensor | None = None  # [B_r, S] tokens in the retain loss
-    erase_weights: torch.Tensor | None = None  # [B_e] OALW weights
-    sep_mask: torch.Tensor | None = None  # [B_b, S] boundary-safe prompt tokens of the separation term (last B_b rep rows)
-    anchor_mask: torch.Tensor | None = None  # [B_b, S] tokens whose reference states give the separation anchor
-    ce_ids: torch.Tensor | None = None
-    ce_mask: torch.Tensor | None = None
-    ce_positions: torch.Tensor | None = None  # [B_c, S] bool: logits taken here
-    ce_targets: torch.Tensor | None = None  # [N]
-    ce_groups: torch.Tensor | None = None  # [N] REFUSAL, BENIGN or COMPLIANCE
-    ce_weights: torch.Tensor | None = None  # [N] per-token weight (the row's OALW weight with oalw_on_refusal, else 1)
-    n_tokens: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def to(self, device: torch.device) -> StepInputs:
-        for name, value in vars(self).items():
-            if isinstance(value, torch.Tensor):
-                setattr(self, name, value.to(device))
-        return self
-
-
-def _pad(rows: list[list[int]], pad_id: int, fill: int | None = None) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    value = pad_id if fill is None else fill
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
-
-
-def _scope_mask(rows: list[Encoded], width: int, scope: str, skip_first: bool = False, shared_prefix: int = 0) -> torch.Tensor:
-    """``[B, width]`` tokens that enter a representation loss.
-
-    ``all``: every token; ``content``: all but the first ``shared_prefix`` tokens (the chat-template
-    prefix that every prompt shares); ``response``: the response only; ``response_and_last_prompt``:
-    the response and the last prompt token. ``skip_first`` also drops position 0 (attention sink).
-    """
-    m = torch.zeros(len(rows), width)
-    for i, r in enumerate(rows):
-        start = 0
-        if scope == "response" and r.n_prompt < len(r.ids):
-            start = r.n_prompt
-        elif scope == "response_and_last_prompt":
-            start = max(min(r.n_prompt, len(r.ids)) - 1, 0)
-        elif scope == "content":
-            start = min(shared_prefix, max(r.n_prompt - 1, 0))
-        m[i, max(start, int(skip_first)) : len(r.ids)] = 1
-    return m
-
-
-def _prompt_mask(rows: list[Encoded], width: int, shared_prefix: int, skip_first: bool) -> torch.Tensor:
-    """``[B, width]`` prompt tokens after the shared chat-template prefix (the X-Boundary separation tokens)."""
-    m = torch.zeros(len(rows), width)
-    for i, r in enumerate(rows):
-        start = max(min(shared_prefix, max(r.n_prompt - 1, 0)), int(skip_first))
-        m[i, start : r.n_prompt] = 1
-    return m
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode (no dropout) inside the block; restore its train/eval mode on exit.
-
-    The reference passes (adapter disabled) must be the deterministic base model even while the
-    policy trains with dropout.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def _answer_labels(e: Encoded) -> list[int]:
-    """Labels on the answer tokens only (prompt masked)."""
-    return [losses.IGNORE_INDEX] * e.n_prompt + e.ids[e.n_prompt :]
-
-
-def _first_target(labels: list[int]) -> int:
-    """Index of the first trained token of a row (the start of the refusal after prompt and prefix)."""
-    return next((i for i, t in enumerate(labels) if t != losses.IGNORE_INDEX), len(labels))
-
-
-# ------------------------------------------------------------------------------------------ forward
-class StepModule(nn.Module):
-    """The forward passes of one step; wraps the peft model so that DDP sees a single forward."""
-
-    def __init__(self, model: nn.Module, target_layers: list[int], truncate: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.target_layers = list(target_layers)
-        self.truncate = truncate
-
-    def forward(self, inputs: StepInputs) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        if inputs.rep_ids is not None:
-            out["h_policy"] = hidden_at(self.model, inputs.rep_ids, inputs.rep_mask, self.target_layers, truncate=self.truncate)
-            with torch.no_grad(), self.model.disable_adapter(), eval_mode(self.model):
-                out["h_ref"] = hidden_at(self.model, inputs.rep_ids, inputs.rep_mask, self.target_layers, truncate=self.truncate)
-        if inputs.ce_ids is not None:
-            last = backbone(self.model)(input_ids=inputs.ce_ids, attention_mask=inputs.ce_mask, use_cache=False).last_hidden_state
-            out["logits"] = output_head(self.model)(last[inputs.ce_positions])
-        return out
 
 
 # ------------------------------------------------------------------------------------------ trainer
@@ -182,7 +66,7 @@ class TrainResult:
     is_main_process: bool = True
 
 
-class Trainer:
+class Trainer(ReferenceStats):
     """Holds the model, data, optimizer and run folder of one training run."""
 
     def __init__(self, loaded: LoadedModel, cfg: TrainConfig, data: TrainingData, out: str | Path, *, accelerator: Any = None) -> None:
@@ -249,151 +133,6 @@ class Trainer:
             if too_long:
                 log.warning("%d of %d malicious prompts may not fit with the longest refusal in max_length=%d; such refusal rows are skipped",
                             too_long, len(self.prompt_ids), self.cfg.max_length)
-
-    # --------------------------------------------------------------------------- rep_norm
-    def _norm_rows(self, layers: list[int]) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.rep_mean is None or self.rep_std is None:
-            return None
-        idx = [self.norm_layers.index(layer) for layer in layers]
-        return self.rep_mean[idx], self.rep_std[idx]
-
-    def normalize(self, h: torch.Tensor, layers: list[int]) -> torch.Tensor:
-        """``h`` ``[L, ..., D]`` at ``layers``, standardised with the reference statistics (unchanged for ``rep_norm: none``)."""
-        stats = self._norm_rows(layers)
-        if stats is None:
-            return h
-        return losses.standardize(h, stats[0].to(h.device), stats[1].to(h.device), unit=self.cfg.rep_norm == "unit")
-
-    def setup_rep_norm(self) -> None:
-        """Estimate (or, on resume, read back) the per-layer, per-dimension mean and std of the reference states.
-
-        Rows: ``rep_norm_rows`` drawn with a seed that does not depend on the process, half malicious
-        and half retain, all tokens except the first (with ``skip_first_token``). Adapter disabled, no grad.
-        """
-        if self.cfg.rep_norm == "none" or not (self.spec.rep_loss or self.spec.oalw):
-            return
-        from safetensors.torch import load_file, save_file
-
-        path = self.run / "rep_norm.safetensors"
-        key = self._cache_key("rep_norm")
-        with self.accelerator.main_process_first():
-            if path.is_file():
-                try:
-                    from safetensors import safe_open
-
-                    with safe_open(str(path), framework="pt") as fh:
-                        stored = (fh.metadata() or {}).get("key")
-                    t = load_file(str(path))
-                except Exception:  # a torn or foreign file is computed again
-                    stored = None
-                if stored == key and t["layers"].tolist() == self.norm_layers:
-                    self.rep_mean, self.rep_std = t["mean"], t["std"]
-                    return
-                log.info("%s was made with other settings; computing it again", path)
-            rng = random.Random(self.cfg.seed * 7919 + 17)
-            half = max(1, self.cfg.rep_norm_rows // 2)
-            rows = [self.malicious[i][1] for i in rng.sample(range(len(self.malicious)), min(half, len(self.malicious)))]
-            rows += [self.retain_pool[i][1] for i in rng.sample(range(len(self.retain_pool)), min(half, len(self.retain_pool)))]
-            width = max(len(r.ids) for r in rows)
-            device = self.accelerator.device
-            hs, ms = [], []
-            with torch.no_grad(), self.peft_model.disable_adapter(), eval_mode(self.peft_model):
-                for start in progress(range(0, len(rows), 8), desc="rep_norm statistics", unit="batch"):
-                    chunk = rows[start : start + 8]
-                    ids = _pad([r.ids for r in chunk], self.pad_id).to(device)
-                    mask = _pad([[1] * len(r.ids) for r in chunk], 0).to(device)
-                    h = hidden_at(self.peft_model, ids, mask, self.norm_layers, truncate=True).float().cpu()
-                    hs.append(torch.nn.functional.pad(h, (0, 0, 0, width - h.shape[2])))
-                    ms.append(_scope_mask(chunk, width, "all", self.cfg.skip_first_token))
-            self.rep_mean, self.rep_std = losses.rep_stats(torch.cat(hs, dim=1), torch.cat(ms, dim=0))
-            if self.accelerator.is_main_process:
-                tmp = path.with_name(f".{path.name}.tmp")
-                save_file({"layers": torch.tensor(self.norm_layers), "mean": self.rep_mean.contiguous(), "std": self.rep_std.contiguous()},
-                          str(tmp), metadata={"key": key})
-                tmp.replace(path)
-
-    # ------------------------------------------------------------------------------- OALW
-    def setup_oalw(self) -> None:
-        """Compute (or, on resume, read back) the OALW weight of every malicious sample."""
-        if not self.spec.oalw:
-            return
-        path = self.run / "oalw_weights.csv"
-        sidecar = self.run / "oalw_weights.json"
-        ids = [p.id for p, _ in self.malicious]
-        key = self._cache_key("oalw")
-        with self.accelerator.main_process_first():
-            if path.is_file() and sidecar.is_file():
-                try:
-                    stored = json.loads(sidecar.read_text(encoding="utf-8")).get("key")
-                    with open(path, encoding="utf-8") as fh:
-                        rows = list(csv.DictReader(fh))
-                except (OSError, ValueError, AttributeError):
-                    stored, rows = None, []
-                if stored == key and [r.get("id") for r in rows] == ids:
-                    self.erase_weights = torch.tensor([float(r["weight"]) for r in rows])
-                    return
-                log.info("%s was made with other settings; computing it again", path)
-            layer = self.cfg.resolved_oalw_layer(self.n_layers)
-            feats_m = self._features([e for _, e in self.malicious], layer)
-            feats_p = self._features([e for _, e in self.pseudo], layer)
-            sim = oalw.similarity(feats_m, feats_p, self.cfg.oalw_similarity, self.cfg.oalw_k)
-            w = oalw.weights(sim, self.cfg.oalw_tau, self.cfg.oalw_sign)
-            if self.cfg.oalw_shuffle:  # control: same weights, no link to overlap
-                w = oalw.shuffled(w, self.cfg.seed)
-            self.erase_weights = w.float()
-            if self.accelerator.is_main_process:
-                sidecar.unlink(missing_ok=True)  # the key goes last: a torn update is never mistaken for a valid cache
-                lines = ["id,source,similarity,weight"] + [
-                    f"{p.id},{p.source},{s:.6f},{x:.6f}" for (p, _), s, x in zip(self.malicious, sim.tolist(), w.tolist())
-                ]
-                atomic_write_text(path, "\n".join(lines) + "\n")
-                atomic_write_text(sidecar, json.dumps({"key": key, "inputs": self._cache_inputs("oalw")}, indent=1) + "\n")
-                _plot_weights(self.run / "oalw_weights.png", sim.tolist(), w.tolist(), self.cfg)
-
-    # ------------------------------------------------------------------------- cache keys
-    def _cache_inputs(self, what: str) -> dict[str, Any]:
-        """Everything a derived file (``rep_norm`` statistics, OALW weights) depends on."""
-        cfg = self.cfg
-        inputs: dict[str, Any] = {
-            "base": self.loaded.fingerprint, "data": self.data.hashes, "max_length": cfg.max_length,
-            "skip_first_token": cfg.skip_first_token, "malicious": [p.id for p, _ in self.malicious],
-        }
-        if what == "rep_norm":
-            inputs.update(layers=self.norm_layers, rows=cfg.rep_norm_rows, seed=cfg.seed,
-                          retain=[p.id for p, _ in self.retain_pool])
-        else:
-            inputs.update(layer=cfg.resolved_oalw_layer(self.n_layers), pooling=cfg.oalw_pooling, similarity=cfg.oalw_similarity,
-                          k=cfg.oalw_k, tau=cfg.oalw_tau, sign=cfg.oalw_sign, pseudo=[p.id for p, _ in self.pseudo],
-                          rep_norm=cfg.rep_norm, rep_norm_key=self._cache_key("rep_norm") if cfg.rep_norm != "none" else None)
-        return inputs
-
-    def _cache_key(self, what: str) -> str:
-        return hashlib.sha256(json.dumps(self._cache_inputs(what), sort_keys=True).encode()).hexdigest()[:16]
-
-    @torch.no_grad()
-    def _features(self, rows: list[Encoded], layer: int, batch: int = 16) -> torch.Tensor:
-        """Reference-model features at ``layer`` (adapter disabled), pooled as configured."""
-        use_prompt_only = self.cfg.oalw_pooling != "mean_all"
-        device = self.accelerator.device
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i].ids))
-        out: list[torch.Tensor | None] = [None] * len(rows)
-        for start in progress(range(0, len(order), batch), desc="OALW features", unit="batch"):
-            idx = order[start : start + batch]
-            seqs = [rows[i].ids[: rows[i].n_prompt] if use_prompt_only else rows[i].ids for i in idx]
-            ids = _pad(seqs, self.pad_id).to(device)
-            mask = _pad([[1] * len(s) for s in seqs], 0).to(device)
-            n_prompt = torch.tensor([rows[i].n_prompt for i in idx], device=device)
-            with self.peft_model.disable_adapter(), eval_mode(self.peft_model):
-                h = hidden_at(self.peft_model, ids, mask, [layer], truncate=True)[0]
-            h = self.normalize(h.unsqueeze(0), [layer])[0]
-            if self.cfg.oalw_pooling != "last_prompt":  # pool over what differs between samples, not the shared template prefix
-                pooled_rows = [Encoded(seq, rows[i].n_prompt) for seq, i in zip(seqs, idx)]
-                mask = _scope_mask(pooled_rows, ids.shape[1], "content", self.cfg.skip_first_token, self.shared_prefix).to(device)
-            pooled = oalw.pool(h, mask, n_prompt, self.cfg.oalw_pooling)
-            for j, i in enumerate(idx):
-                out[i] = pooled[j].float().cpu()
-        feats = [t for t in out if t is not None]
-        return torch.stack(feats)
 
     # ---------------------------------------------------------------------------- batches
     def _rng(self, step: int) -> random.Random:
@@ -689,145 +428,3 @@ def _plot_losses(path: Path, history: list[dict[str, float]], method: str) -> No
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _plot_weights(path: Path, sims: list[float], ws: list[float], cfg: TrainConfig) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    axes[0].hist(sims, bins=30, color="tab:blue")
-    axes[0].set_title(f"{cfg.oalw_similarity} cosine to pseudo-malicious (n={len(sims)})")
-    axes[1].hist(ws, bins=30, color="tab:red")
-    axes[1].set_title(f"OALW weights (tau={cfg.oalw_tau}, sign={cfg.oalw_sign}, mean={sum(ws) / max(len(ws), 1):.3f})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------------------------ entry
-_RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints")
-
-
-def check_train_folder(out: str | Path, cfg: TrainConfig, resume: bool | str) -> None:
-    """Refuse, before anything is written, a command that cannot continue the run in ``out``.
-
-    ``resume=True`` (``--resume``) needs a training run in ``out`` and its config (only steps and
-    checkpointing may change); ``"auto"`` resumes when there is something to resume; ``False`` refuses
-    a folder that already has checkpoints.
-    """
-    out = Path(out)
-    check_run_kind(out, "train")
-    found = sorted((out / CHECKPOINT_DIR).glob("step-*"))
-    meta_file = out / "run.json"
-    if not resume:
-        if found:
-            raise RunError(f"{out} already has checkpoints; pass --resume to continue or choose a new --out")
-        return
-    if not found:
-        if resume is True and not meta_file.is_file():
-            raise RunError(f"--resume: {out} holds no training run, so there is nothing to resume; drop --resume to start one there")
-        return
-    try:
-        state = json.loads((found[-1] / "state.json").read_text())
-        digest, done = state["config_digest"], int(state["step"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RunError(f"{found[-1]} is damaged ({exc}); delete it to resume from the checkpoint before it, or use a new --out") from exc
-    if done > cfg.steps:
-        raise RunError(f"{out} has already trained {done} steps; --steps {cfg.steps} would label that adapter as {cfg.steps} steps: "
-                       f"pass --steps {done} or more, or train into a new --out")
-    if digest == cfg.digest():
-        return
-    diff = ""
-    try:
-        old = json.loads(meta_file.read_text(encoding="utf-8"))["config"]
-        new = cfg.to_dict()
-        diff = " (" + "; ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items()
-                                if old.get(k) != v and k not in _RESUMABLE_CHANGES) + ")"
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    raise RunError(f"{out} was trained with a different config{diff}; a resumed run keeps its config (only "
-                   f"{', '.join(_RESUMABLE_CHANGES)} may change): resume with the folder's values, or train into a new --out")
-
-
-def check_resume_inputs(out: str | Path, loaded: LoadedModel, data: TrainingData, resume: bool | str) -> None:
-    """Refuse to continue checkpoints made from another base model or other training data."""
-    out = Path(out)
-    if not resume or not any((out / CHECKPOINT_DIR).glob("step-*")) or not (out / "run.json").is_file():
-        return
-    meta = RunDir(out, create=False).read_json("run.json")
-    old_hashes = meta.get("data_hashes") or {}
-    changed = [f"{k} {str(old_hashes.get(k))[:12]} -> {str(v)[:12]}" for k, v in data.hashes.items() if old_hashes.get(k) != v]
-    old_model = (meta.get("model") or {}).get("fingerprint")
-    if old_model and old_model != loaded.fingerprint:
-        changed.insert(0, f"base model {old_model} -> {loaded.fingerprint}")
-    if changed:
-        raise RunError(f"{out} was trained from other inputs ({'; '.join(changed)}); a resumed run must see the same base model "
-                       "and training data: restore them, or train into a new --out")
-
-
-def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, loaded: LoadedModel | None = None,
-          data: TrainingData | None = None, command: str = "mosr train") -> TrainResult:
-    """Train ``cfg.method`` on ``cfg.model`` (or ``loaded``) and write the adapter run folder ``out``.
-
-    ``resume``: ``True`` continues the run in ``out`` (refused when there is none, or when the config
-    changed), ``"auto"`` continues it when there is one, ``False`` starts a new run. A refused command
-    writes nothing. After it returns, ``loaded.model`` is the trained peft model and ``loaded.adapter``
-    points to ``out``.
-    """
-    from accelerate import Accelerator
-
-    from mosr.models import load_model
-    from mosr.training.data import build_training_data
-
-    if resume not in (True, False, "auto"):
-        raise ConfigError(f"resume must be True, False or 'auto', got {resume!r}")
-    check_train_folder(out, cfg, resume)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    torch.manual_seed(cfg.seed)
-    if loaded is None:
-        loaded = load_model(cfg.model, device=accelerator.device)
-    cfg.check_model(num_layers(loaded.model))
-    if data is None:
-        with accelerator.main_process_first():
-            # the judge-verdict cache lives in an accepted run's folder; a new run writes nothing before it is accepted
-            data = build_training_data(loaded, cfg, run_dir=Path(out) if (Path(out) / "run.json").is_file() else None)
-    check_resume_inputs(out, loaded, data, resume)
-    fresh, existed = not (Path(out) / "run.json").is_file(), Path(out).exists()
-    run = RunDir(out)
-    try:
-        with run.lock(command) if accelerator.is_main_process else contextlib.nullcontext():
-            if accelerator.is_main_process:
-                check_train_folder(out, cfg, resume)  # again, now that no other command can change the folder
-            return _accepted_train(cfg, run, resume, loaded, data, accelerator, command, fresh)
-    except MosrError:
-        if accelerator.is_main_process and not existed and [p.name for p in run.path.iterdir()] == [LOCK_FILE]:
-            (run / LOCK_FILE).unlink()
-            run.path.rmdir()  # a command refused before it wrote anything leaves no folder behind
-        raise
-
-
-def _accepted_train(cfg: TrainConfig, run: RunDir, resume: bool | str, loaded: LoadedModel, data: TrainingData, accelerator: Any,
-                    command: str, fresh: bool) -> TrainResult:
-    """Write the metadata, then train; a failed first run takes its metadata back."""
-    from mosr.training.data import save_pairs
-
-    trainer = Trainer(loaded, cfg, data, run.path, accelerator=accelerator)
-    try:
-        if accelerator.is_main_process:
-            run.write_metadata(command=command, config=cfg.to_dict(), seed=cfg.seed, data_hashes=data.hashes, model=loaded.describe(),
-                               extra={"training_data": data.describe(), "target_layers": trainer.target_layers,
-                                      "lora_layers": trainer.lora_layers, "processes": accelerator.num_processes})
-            run.write_text("train_data.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in save_pairs(data)))
-        result = trainer.train(resume=resume)
-    except MosrError:
-        if fresh and accelerator.is_main_process and trainer.latest_checkpoint() is None:
-            for name in ("run.json", "train_data.jsonl"):
-                (run / name).unlink(missing_ok=True)  # a failed first run leaves no metadata that claims a run
-        raise
-    if accelerator.is_main_process:
-        meta = run.read_json("run.json")
-        meta["result"] = {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens_per_s": round(result.tokens_per_s, 1),
-                          "final": result.history[-1] if result.history else None}
-        run.write_json("run.json", meta)
-    loaded.model = unwrap_peft_model(trainer.step_module, accelerator)
-    loaded.model.eval()
-    loaded.adapter = str(run.path)
-    return result
