@@ -50,3 +50,8 @@ def test_only_the_plotting_module_touches_the_matplotlib_backend():
     users = sorted(str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
                    if any(n == "matplotlib" or n.startswith("matplotlib.") for n in _imports(p)))
     assert users == ["plots.py"], users
+
+
+def test_no_module_is_over_450_lines():
+    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450}
+    assert not long, f"split these modules by concept: {long}"

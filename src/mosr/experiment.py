@@ -153,15 +153,15 @@ class Runners:
     analyze: Callable[[Any, Path], Any]
 
 
-def _train(config: Any, out: Path) -> Any:
+def _train(config: TrainConfig, out: Path) -> Any:
     return train(config, out, resume="auto")  # a half-done stage continues from its last checkpoint
 
 
-def _evaluate(config: Any, out: Path) -> Any:
+def _evaluate(config: EvalConfig, out: Path) -> Any:
     return run_eval(config, out)
 
 
-def _analyze(config: Any, out: Path) -> Any:
+def _analyze(config: AnalyzeConfig, out: Path) -> Any:
     return run_analyze(config, out)
 
 
@@ -201,7 +201,7 @@ class Plan:
     entries: list[dict[str, Any]]  # one per (variant, seed): where its train/eval/analyze results live
 
 
-def train_config(cfg: ExperimentConfig, variant: Variant, seed: int) -> Any:
+def train_config(cfg: ExperimentConfig, variant: Variant, seed: int) -> TrainConfig:
     """The :class:`~mosr.training.config.TrainConfig` of one variant and seed (validated)."""
     named = VARIANTS.get(variant.method)
     if named is None:
@@ -217,23 +217,23 @@ def train_config(cfg: ExperimentConfig, variant: Variant, seed: int) -> Any:
         raise ConfigError(f"training config of {variant.label} (seed {seed}): {exc}") from exc
 
 
-def eval_config(cfg: ExperimentConfig, adapter: str | None, seed: int) -> Any:
+def eval_config(cfg: ExperimentConfig, adapter: str | None, seed: int) -> EvalConfig:
     data = dict(cfg.eval)
     data.setdefault("suites", ["all"])
     return from_mapping(EvalConfig, data, what="eval", hidden=_SET_BY_EXPERIMENT,
                         extra={"model": cfg.model, "adapter": adapter, "seed": seed})
 
 
-def analyze_config(cfg: ExperimentConfig, adapter: str | None, eval_run: str | None, seed: int, cache_dir: str) -> Any:
+def analyze_config(cfg: ExperimentConfig, adapter: str | None, eval_run: str | None, seed: int, cache_dir: str) -> AnalyzeConfig:
     return from_mapping(AnalyzeConfig, dict(cfg.analyze or {}), what="analyze", hidden=_SET_BY_EXPERIMENT,
                         extra={"model": cfg.model, "adapter": adapter, "eval_run": eval_run, "seed": seed, "cache_dir": cache_dir})
 
 
-def _train_inputs(tc: Any) -> dict[str, Any]:
+def _train_inputs(tc: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(tc).items() if k not in _TRAIN_IGNORED}
 
 
-def _eval_inputs(ec: Any) -> dict[str, Any]:
+def _eval_inputs(ec: EvalConfig) -> dict[str, Any]:
     d = dataclasses.asdict(ec)
     d.pop("adapter")
     d.pop("seed")  # greedy decoding: the seed does not change completions
@@ -252,14 +252,14 @@ def _resolved_judge(name: str) -> str:
         return name  # validation reports the unknown judge
 
 
-def _analyze_inputs(ac: Any) -> dict[str, Any]:
+def _analyze_inputs(ac: AnalyzeConfig) -> dict[str, Any]:
     d = dataclasses.asdict(ac)
     for k in ("adapter", "eval_run", "cache_dir"):
         d.pop(k)
     return d
 
 
-def _pseudo_from_eval(cfg: ExperimentConfig, ec: Any) -> bool:
+def _pseudo_from_eval(cfg: ExperimentConfig, ec: EvalConfig) -> bool:
     """Split pseudo-malicious prompts by verdicts only when the eval run judged some of them."""
     pseudo = set((cfg.analyze or {}).get("pseudo", DEFAULT_PSEUDO))
     return any(t.dataset in pseudo and t.attack == "none" for t in config_tasks(ec))
