@@ -31,7 +31,7 @@ from mosr.eval_config import LONG_PROMPTS, EvalConfig, config_tasks, record_key,
 from mosr.eval_summary import headline, plot_rates, summary_markdown  # noqa: F401 (re-exported)
 from mosr.judges import Judge, resolve_judge
 from mosr.metrics import compute_metrics  # noqa: F401 (re-exported)
-from mosr.models import LoadedModel, encode_chat_pair
+from mosr.models import ADAPTER_WEIGHTS, LoadedModel, context_length, encode_chat_pair, file_sha256, format_prompt, load_model
 from mosr.progress import progress
 from mosr.records import COMPLETIONS, JUDGMENTS, METRICS, PERPLEXITY, JudgmentRecord, read_judgments, write_judgments, write_jsonl
 from mosr.runs import LOCK_FILE, RunDir, check_run_kind, iter_jsonl, repair_jsonl
@@ -50,14 +50,10 @@ def settings_hash(loaded: LoadedModel, config: EvalConfig) -> str:
     """What produced a completion besides its prompt: the generation settings, the base weights and the adapter's weights."""
     adapter = None
     if config.adapter is not None:
-        from mosr.models import ADAPTER_WEIGHTS, file_sha256
-
         weights = Path(config.adapter) / ADAPTER_WEIGHTS
         adapter = file_sha256(weights) if weights.is_file() else None
     steering = None
     if config.steering is not None:
-        from mosr.models import file_sha256
-
         steering = {p.name: file_sha256(p) for p in sorted(Path(config.steering).glob("steering.*")) if p.is_file()}
     return _short_hash({**config.generation_key(), "fingerprint": loaded.fingerprint, "adapter_sha256": adapter, "steering_sha256": steering,
                         "model_files": _local_files(config.model), "revision": getattr(getattr(loaded.model, "config", None), "_commit_hash", None),
@@ -93,8 +89,6 @@ def _n_tokens(tok: Any, text: str) -> int:
 
 def _cut_middle(tok: Any, prompt: str, prefill: str, system: str | None, budget: int) -> tuple[str, int]:
     """Drop tokens from the middle of ``prompt`` until the rendered prompt fits ``budget`` tokens."""
-    from mosr.models import format_prompt
-
     ids = tok(prompt, add_special_tokens=False)["input_ids"]
     n = _n_tokens(tok, format_prompt(tok, prompt, system=system, response_prefix=prefill))
     keep = len(ids) - (n - budget)
@@ -111,8 +105,6 @@ def _cut_middle(tok: Any, prompt: str, prefill: str, system: str | None, budget:
 
 def plan_tasks(loaded: LoadedModel, config: EvalConfig) -> list[TaskPlan]:
     """Every task's prompts, checked against the model's context before anything is written."""
-    from mosr.models import context_length, format_prompt
-
     tok = loaded.tokenizer
     context = context_length(loaded)
     budget = context - config.max_new_tokens if context is not None else None
@@ -348,8 +340,6 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
     overrides ``config.judge`` with a judge object of the caller's (any :class:`mosr.judges.Judge`);
     its ``name`` is recorded.
     """
-    from mosr.models import load_model
-
     judge = resolve_judge(judge if judge is not None else config.judge)  # fail on an unknown judge before any generation
     if judge.name != config.judge:
         config.judge = judge.name

@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mosr import judges
 from mosr.analysis_run import DEFAULT_PSEUDO, AnalyzeConfig, run_analyze
 from mosr.config import YamlLoadable, from_mapping
 from mosr.data import load_dataset
 from mosr.errors import ConfigError, MosrError
 from mosr.evaluation import EvalConfig, config_tasks, run_eval
 from mosr.methods import DEFAULT, UNDEFENDED, VARIANTS, all_methods, get_method
+from mosr.report import write_report
 from mosr.runs import RunDir, check_run_kind, disk_errors, now_iso
 from mosr.stages import DONE_FILE, STAGE_FILE, Stage, StageReport, config_hash, run_stages, stage_done  # noqa: F401 (re-exported)
 from mosr.training import TrainConfig, train
@@ -245,10 +247,8 @@ def _eval_inputs(ec: EvalConfig) -> dict[str, Any]:
 def _resolved_judge(name: str) -> str:
     """The judge an alias stands for (its ``name``), or the name itself when it cannot be built here."""
     try:
-        from mosr.judges import get_judge
-
-        return str(getattr(get_judge(name), "name", name))
-    except (ImportError, MosrError):
+        return str(getattr(judges.get_judge(name), "name", name))
+    except MosrError:
         return name  # validation reports the unknown judge
 
 
@@ -328,11 +328,7 @@ def _never(*_: Any) -> Any:  # pragma: no cover - validation never runs stages
 
 
 def _check_judge(name: str) -> None:
-    try:
-        from mosr.judges import get_judge
-    except ImportError as exc:  # pragma: no cover - judges are part of the package
-        raise ConfigError(f"judges are not available in this installation ({exc})") from exc
-    get_judge(name)
+    judges.get_judge(name)  # looked up when called, so that a judge registered later is found
 
 
 def _check_datasets(cfg: ExperimentConfig, plan: Plan) -> None:
@@ -391,8 +387,6 @@ def _run_accepted(cfg: ExperimentConfig, root: Path, run: RunDir, runners: Runne
                            extra={"stages": [s.name for s in plan.stages]})  # describes the current config
 
     def report_action(folder: Path) -> None:
-        from mosr.report import write_report
-
         write_report(collect_results(root, plan.entries), folder, title=cfg.title, config=cfg.to_dict(), command=command)
 
     report_inputs = {"stages": {s.name: s.key for s in plan.stages}, "entries": plan.entries, "title": cfg.title,

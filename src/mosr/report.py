@@ -22,6 +22,7 @@ from mosr.report_figures import plot_frontiers, plot_pareto, plot_representation
 from mosr.report_rows import (  # noqa: F401 (re-exported)
     Cell, Row, aggregate, combine, method_summary, method_title, non_dominated, pareto_points,
 )
+from mosr.report_html import markdown_table, markdown_to_html
 from mosr.runs import atomic_write_text, dumps, now_iso
 
 _CSS = """
@@ -35,14 +36,7 @@ blockquote,.note{background:#f7f9fc;border-left:4px solid #4C72B0;padding:.5em 1
 
 # ------------------------------------------------------------------------------------- markdown
 def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    try:
-        from mosr.report_html import markdown_table
-    except ImportError:  # pragma: no cover - report_html ships with the package
-        markdown_table = None
-    if markdown_table is not None:
-        return markdown_table(headers, rows)
-    lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows])
+    return markdown_table(headers, rows)
 
 
 def _c(row: Row, key: str) -> str:
@@ -237,7 +231,5 @@ def _shareable(path: Path) -> None:
 
 
 def render_html(markdown: str, *, title: str, base_dir: Path) -> str:
-    from mosr.report_html import markdown_to_html
-
     page = markdown_to_html(markdown, title=title, base_dir=base_dir)
     return page.replace("</style>", _CSS + "</style>", 1)

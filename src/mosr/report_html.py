@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from mosr.runs import atomic_write_text
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 line-height:1.45;color:#222}
@@ -172,8 +174,6 @@ def markdown_to_html(markdown: str, *, title: str = "report", base_dir: str | os
 
 def write_html_report(markdown: str, path: str | os.PathLike[str], *, title: str = "report", base_dir: str | os.PathLike[str] | None = None) -> Path:
     """Render ``markdown`` (images relative to ``base_dir``, default the output folder) into ``path``."""
-    from mosr.runs import atomic_write_text
-
     path = Path(path)
     atomic_write_text(path, markdown_to_html(markdown, title=title, base_dir=base_dir if base_dir is not None else path.parent))
     return path

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 
 from mosr.errors import ConfigError, MosrError, RunError
-from mosr.models import LoadedModel, num_layers
+from mosr.models import LoadedModel, load_model, num_layers
 from mosr.runs import LOCK_FILE, RunDir, check_run_kind
 from mosr.training.config import TrainConfig
-from mosr.training.data import TrainingData
+from mosr.training.data import TrainingData, build_training_data, save_pairs
 from mosr.training.trainer import CHECKPOINT_DIR, Trainer, TrainResult, unwrap_peft_model
 
 _RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints")
@@ -87,9 +87,6 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
     """
     from accelerate import Accelerator
 
-    from mosr.models import load_model
-    from mosr.training.data import build_training_data
-
     if resume not in (True, False, "auto"):
         raise ConfigError(f"resume must be True, False or 'auto', got {resume!r}")
     check_train_folder(out, cfg, resume)
@@ -120,8 +117,6 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
 def _accepted_train(cfg: TrainConfig, run: RunDir, resume: bool | str, loaded: LoadedModel, data: TrainingData, accelerator: Any,
                     command: str, fresh: bool) -> TrainResult:
     """Write the metadata, then train; a failed first run takes its metadata back."""
-    from mosr.training.data import save_pairs
-
     trainer = Trainer(loaded, cfg, data, run.path, accelerator=accelerator)
     try:
         if accelerator.is_main_process:
