@@ -17,13 +17,34 @@ import torch
 GOLDEN = Path(__file__).parent / "golden"
 
 
+class FixedJudge:
+    """A judge whose verdicts depend only on the text (a hash), so that the golden run does not move
+    when the judges' rules are tuned; it still goes through every step of judging, writing and scoring."""
+
+    name = "golden-fixed"
+
+    def judge(self, prompts, completions):
+        import hashlib
+
+        from mosr.judges import Judgment
+
+        out = []
+        for prompt, completion in zip(prompts, completions):
+            h = int(hashlib.sha256((prompt + "\x00" + completion).encode()).hexdigest(), 16)
+            verdict = ("refusal", "partial", "gibberish", "compliance", "compliance", "unjudged")[h % 6]
+            harmful = (None, False, True)[(h // 6) % 3]
+            out.append(Judgment(verdict, self.name, f"hash {h % 997}", score=(h % 1000) / 1000, harmful=harmful,
+                                harm_explanation=None if harmful is None else "fixed", harm_score=None if harmful is None else (h % 7) / 7))
+        return out
+
+
 def eval_snapshot(out: Path) -> dict[str, Any]:
     from mosr.evaluation import EvalConfig, run_eval
     from mosr.testing import tiny_model
 
-    config = EvalConfig(model="tiny", suites=["over-refusal", "capability"], limit=3, judge="keyword",
+    config = EvalConfig(model="tiny", suites=["safety", "over-refusal", "capability"], limit=2, judge="keyword",
                         max_new_tokens=8, batch_size=2)
-    metrics = run_eval(config, out, loaded=tiny_model(init_std=0.3))
+    metrics = run_eval(config, out, loaded=tiny_model(init_std=0.3), judge=FixedJudge())
     rows = [json.loads(line) for line in (out / "judgments.jsonl").read_text().splitlines() if line.strip()]
     completions = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines() if line.strip()]
     judgments = sorted(rows, key=lambda r: r["key"])

@@ -1,4 +1,9 @@
-"""Regenerate tests/golden/*.json (run only when a behaviour change is intended)."""
+"""Regenerate tests/golden/*.json (run only when a behaviour change is intended).
+
+``PYTHONPATH=<a checkout's src> python tests/golden/make_golden.py`` writes the values of that
+checkout; the module names of older checkouts (``mosr.evaluate``, ``mosr.commands.analyze``) are
+mapped to the current ones.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,17 @@ import torch
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
+
+import mosr  # noqa: E402
+
+try:
+    import mosr.evaluation  # noqa: F401
+except ImportError:  # a checkout from before the rename
+    import mosr.commands.analyze
+    import mosr.evaluate
+
+    sys.modules["mosr.evaluation"] = sys.modules["mosr.evaluate"]
+    sys.modules["mosr.analysis_run"] = sys.modules["mosr.commands.analyze"]
 
 from test_golden import analyze_snapshot, eval_snapshot, train_snapshot  # noqa: E402
 
