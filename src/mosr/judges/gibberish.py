@@ -141,7 +141,7 @@ class GibberishThresholds:
     max_short_loop_share: float = 0.6  # share of words inside such loops (unit repeated >= 3 times)
     max_char_loop_share: float = 0.4  # non-space characters inside a short piece repeated >= 4 times ("iraliraliral", "4. 4. 4. 4.")
     max_glued_share: float = 0.2  # share of words glued from a repeated piece ("alliesagnetagnetagnet")
-    min_fluent_unit: int = 12  # a loop whose unit (first repeat period) has this many words is judged as text, not gibberish
+    min_fluent_unit: int = 6  # a loop whose unit (first repeat period) has this many words is judged as text, not gibberish
 
 
 def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) -> str | None:
