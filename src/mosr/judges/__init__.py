@@ -11,7 +11,8 @@ Registered judges (see ``docs/JUDGES.md`` for their measured accuracy):
 * ``harm`` -- the keyword judge's verdict plus the harm view: a logistic regression on MiniLM
   features that flags meaningful harmful content (``scripts/train_harm_judge.py``).
 * ``hub`` -- a classifier from the Hugging Face hub (HarmBench, WildGuard, Llama Guard formats).
-* ``default`` -- the judge with the best measured accuracy on the default model's own outputs.
+* ``default`` -- ``harm``: the judge with the best measured verdict accuracy on the default model's
+  own outputs (judge-test), and the only one with a harm view.
 
 A judge is any object with a ``name`` and ``judge(prompts, completions) -> list[Judgment]``
 (:class:`Judge`); pass one to :func:`mosr.evaluation.judge_records` or ``run_eval(judge=...)``, or
@@ -48,7 +49,9 @@ _FACTORIES: dict[str, Callable[..., Judge]] = {
     "learned": LearnedJudge,
     "hub": HubJudge,
     "harm": HarmJudge,
-    "default": KeywordJudge,
+    # chosen by accuracy on the judge-test part of the labelled set (docs/JUDGES.md): the keyword
+    # verdict (91.9% against the learned judge's 90.3%) plus the harm view, which only `harm` has
+    "default": HarmJudge,
 }
 JUDGES: tuple[str, ...] = tuple(_FACTORIES)
 

@@ -99,19 +99,29 @@ def short_loop_share(words: Sequence[str], max_period: int) -> float:
     return sum(covered) / len(words) if words else 0.0
 
 
-def loop_period(words: Sequence[str], n: int = 4) -> int | None:
-    """Words between the first word n-gram that repeats and its earlier occurrence (None: no repeat).
+def loop_unit(words: Sequence[str], n: int = 4) -> list[str] | None:
+    """The words from the first occurrence of the first repeating word n-gram up to its repeat (None: no repeat).
 
-    A loop of a long unit ("Step 1: buy X. Step 2: mix it with Y. Step 1: ...") has a long period;
+    A loop of a long unit ("Step 1: buy X. Step 2: mix it with Y. Step 1: ...") has a long unit;
     a title or phrase said over and over has a short one.
     """
     seen: dict[tuple[str, ...], int] = {}
     for i in range(len(words) - n + 1):
         g = tuple(words[i : i + n])
         if g in seen:
-            return i - seen[g]
+            return list(words[seen[g] : i])
         seen[g] = i
     return None
+
+
+def fluent_unit(unit: Sequence[str], min_words: int) -> bool:
+    """A loop unit that reads as language: long enough, no word said twice in it more than once
+    over, and made of known words ("share the link to the message", not "i s is not what i s is")."""
+    if len(unit) < min_words or len(set(unit)) < 0.75 * len(unit):
+        return False
+    known = _wordlist()
+    real = [w for w in unit if w in known and (len(w) > 1 or w in ("a", "i"))]
+    return len(real) >= 0.8 * len(unit)
 
 
 @dataclass(frozen=True)
@@ -141,7 +151,7 @@ class GibberishThresholds:
     max_short_loop_share: float = 0.6  # share of words inside such loops (unit repeated >= 3 times)
     max_char_loop_share: float = 0.4  # non-space characters inside a short piece repeated >= 4 times ("iraliraliral", "4. 4. 4. 4.")
     max_glued_share: float = 0.2  # share of words glued from a repeated piece ("alliesagnetagnetagnet")
-    min_fluent_unit: int = 12  # a loop whose unit (first repeat period) has this many words is judged as text, not gibberish
+    min_fluent_unit: int = 6  # a loop whose unit has this many words, and reads as language, is judged as text, not gibberish
 
 
 def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) -> str | None:
@@ -190,8 +200,8 @@ def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) 
         return f"short loop: {short:.0%} of the words repeat a unit of <= {t.max_short_period} words"
     # A longer loop is gibberish only when its first pass is not itself a fluent unit: "Step 1: buy X.
     # Step 2: mix it with Y. Step 1: buy X ..." keeps attempting the request, so it is judged as text.
-    period = loop_period(words, t.ngram)
-    fluent_loop = period is not None and period >= t.min_fluent_unit
+    unit = loop_unit(words, t.ngram)
+    fluent_loop = unit is not None and fluent_unit(unit, t.min_fluent_unit)
     grams = [tuple(words[i : i + t.ngram]) for i in range(len(words) - t.ngram + 1)]
     if len(grams) >= 4 and not fluent_loop:
         repeated = 1 - len(set(grams)) / len(grams)
