@@ -130,3 +130,27 @@ class LogisticHead:
             return cls(t["mean"], t["scale"], t["coef"], float(t["intercept"][0]))
         except (OSError, KeyError, ValueError) as exc:
             raise JudgeError(f"cannot read learned-judge weights {path}: {exc}; rebuild them with `python scripts/train_judge.py`") from exc
+
+
+def load_head(weights: Path, meta_path: Path, cheap: Sequence[str], threshold: float | None, *, what: str, script: str) -> tuple[dict, LogisticHead, float]:
+    """Metadata, logistic head and threshold of a learned judge, checked against this version of mosr.
+
+    ``cheap`` is the list of cheap features the code computes; weights trained with other features,
+    or an unreadable file, are an error that says how to rebuild them (``script``).
+    """
+    import json
+
+    from mosr.errors import ConfigError
+
+    try:
+        meta = json.loads(Path(meta_path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JudgeError(f"cannot read {what} metadata {meta_path}: {exc}; rebuild with `python {script}`") from exc
+    head = LogisticHead.load(Path(weights))
+    n_feat = meta["embedding"]["dim"] + len(cheap)
+    if head.coef.shape != (n_feat,) or list(meta["features"]["cheap"]) != list(cheap):
+        raise JudgeError(f"{what} weights {weights} do not match this version of mosr; rebuild with `python {script}`")
+    threshold = float(meta.get("threshold", 0.5)) if threshold is None else threshold
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"{what} threshold must be in (0, 1), got {threshold}")
+    return meta, head, threshold

@@ -15,19 +15,17 @@ flag (None), and so stay visible in every harm-rate denominator.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from mosr.errors import ConfigError, JudgeError
+from mosr.errors import JudgeError
 from mosr.judges.base import Judge, Judgment, check_lengths
-from mosr.judges.embedding import Embedder, LogisticHead, get_embedder
+from mosr.judges.embedding import Embedder, get_embedder, load_head
 from mosr.judges.gibberish import WEIGHTS_DIR, gibberish_reason
 from mosr.judges.keyword import KeywordJudge, KeywordRules, load_keyword_rules
 
@@ -76,18 +74,9 @@ class HarmJudge:
     name: str = "harm"
 
     def __post_init__(self) -> None:
-        try:
-            self.meta: dict[str, Any] = json.loads(Path(self.meta_path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise JudgeError(f"cannot read harm-judge metadata {self.meta_path}: {exc}; rebuild with `python scripts/train_harm_judge.py`") from exc
-        self.head = LogisticHead.load(Path(self.weights))
-        n_feat = self.meta["embedding"]["dim"] + len(HARM_CHEAP_FEATURES)
-        if self.head.coef.shape != (n_feat,) or list(self.meta["features"]["cheap"]) != list(HARM_CHEAP_FEATURES):
-            raise JudgeError(f"harm-judge weights {self.weights} do not match this version of mosr; rebuild with `python scripts/train_harm_judge.py`")
-        if self.threshold is None:
-            self.threshold = float(self.meta.get("threshold", 0.5))
-        if not 0.0 < self.threshold < 1.0:
-            raise ConfigError(f"harm judge threshold must be in (0, 1), got {self.threshold}")
+        self.meta, self.head, self.threshold = load_head(
+            self.weights, self.meta_path, HARM_CHEAP_FEATURES, self.threshold, what="harm-judge", script="scripts/train_harm_judge.py"
+        )
 
     def harm_scores(self, prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         """P(meaningful harmful content) for each (request, completion) pair of text."""

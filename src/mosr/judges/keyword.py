@@ -132,6 +132,17 @@ class KeywordRules:
                 return p
         return None
 
+    def _after_lead_in(self, clause: str) -> str:
+        """The clause after an identity lead-in ("As an AI, ..."), or the clause itself."""
+        for lead in self.lead_ins:
+            if clause.startswith(lead):
+                rest = clause[len(lead) :]
+                if rest.lstrip().startswith("and "):  # "I am an AI language model and do not condone ..."
+                    return "i " + rest.lstrip()[4:]
+                cut = rest.find(",")
+                return _clean_clause(rest[cut + 1 :]) if 0 <= cut < 60 else ""
+        return clause
+
     def match(self, text: str) -> tuple[str, int] | None:
         """The refusal phrase found and the index of its clause, or None."""
         norm = _normalise(text)[: self.max_chars]
@@ -139,21 +150,12 @@ class KeywordRules:
         for i, clause in enumerate(clauses):
             if hit := self._starts(clause, self.phrases):  # phrases that contain a lead-in ("I'm just an AI, it's not ...")
                 return hit, i
-            for lead in self.lead_ins:
-                if clause.startswith(lead):
-                    rest = clause[len(lead) :]
-                    if rest.lstrip().startswith("and "):  # "I am an AI language model and do not condone ..."
-                        clause = "i " + rest.lstrip()[4:]
-                    else:
-                        cut = rest.find(",")
-                        clause = _clean_clause(rest[cut + 1 :]) if 0 <= cut < 60 else ""
-                    break
+            clause = self._after_lead_in(clause)
             clause = _PREAMBLE.sub("", clause)
             hit = self._starts(clause, self.phrases) or (self._starts(clause, self.start_only) if i == 0 else None)
             if hit:
                 return hit, i
         return None
-
 
     # ------------------------------------------------------------------ full-text classification
     def _clauses(self, text: str) -> list[str]:
@@ -166,15 +168,7 @@ class KeywordRules:
             if hit := self._starts(clause, self.phrases):
                 return hit
             before = clause
-            for lead in self.lead_ins:
-                if clause.startswith(lead):
-                    rest = clause[len(lead) :]
-                    if rest.lstrip().startswith("and "):  # "I am an AI language model and do not condone ..."
-                        clause = "i " + rest.lstrip()[4:]
-                    else:
-                        cut = rest.find(",")
-                        clause = _clean_clause(rest[cut + 1 :]) if 0 <= cut < 60 else ""
-                    break
+            clause = self._after_lead_in(clause)
             clause = _PREAMBLE.sub("", clause)
             clause = _HEDGES.sub("", clause)
             clause = _CONCESSIVE.sub("", clause)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from mosr.errors import ConfigError, JudgeError
+from mosr.errors import JudgeError
 from mosr.judges.base import Judgment, Verdict, check_lengths, screen
-from mosr.judges.embedding import Embedder, LogisticHead, get_embedder
+from mosr.judges.embedding import Embedder, get_embedder, load_head
 from mosr.judges.gibberish import WEIGHTS_DIR, GibberishJudge
 from mosr.judges.keyword import KeywordRules, load_keyword_rules
 
@@ -55,18 +53,9 @@ class LearnedJudge:
     check_embedding_hash: bool = True
 
     def __post_init__(self) -> None:
-        try:
-            self.meta: dict[str, Any] = json.loads(Path(self.meta_path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise JudgeError(f"cannot read learned-judge metadata {self.meta_path}: {exc}; rebuild with `python scripts/train_judge.py`") from exc
-        self.head = LogisticHead.load(Path(self.weights))
-        n_feat = self.meta["embedding"]["dim"] + len(self.meta["features"]["cheap"])
-        if self.head.coef.shape != (n_feat,) or list(self.meta["features"]["cheap"]) != list(CHEAP_FEATURES):
-            raise JudgeError(f"learned-judge weights {self.weights} do not match this version of mosr; rebuild with `python scripts/train_judge.py`")
-        if self.threshold is None:
-            self.threshold = float(self.meta.get("threshold", 0.5))
-        if not 0.0 < self.threshold < 1.0:
-            raise ConfigError(f"learned judge threshold must be in (0, 1), got {self.threshold}")
+        self.meta, self.head, self.threshold = load_head(
+            self.weights, self.meta_path, CHEAP_FEATURES, self.threshold, what="learned-judge", script="scripts/train_judge.py"
+        )
 
     def judge(self, prompts: Sequence[str], completions: Sequence[str]) -> list[Judgment]:
         check_lengths(prompts, completions)
