@@ -18,3 +18,14 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep converted-model caches of tests out of the user's cache, except for the real model."""
     if "MOSR_TEST_CACHE" in os.environ:
         monkeypatch.setenv("MOSR_CACHE", os.environ["MOSR_TEST_CACHE"])
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models are faster on one thread, and the machine is shared."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -119,12 +119,7 @@ def _close(got: Any, want: Any, where: str = "") -> None:
         assert got == want, where
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_eval_metrics_and_judgments_match_the_golden_run(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mosr.errors import ConfigError
-from mosr.testing import tiny_model
+from mosr.testing import tiny_model, toy_train_config, toy_training_data
 from mosr.training import REFUSAL_TEMPLATES, Pair, TrainConfig, TrainingData, train
 from mosr.training import losses
 from mosr.training.config import METHODS, VARIANTS
@@ -18,25 +18,11 @@ from mosr.training.trainer import COMPLIANCE, REFUSAL, Encoded, StepModule, Trai
 N_LAYERS = 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def toy_data(n: int = 6) -> TrainingData:
-    mal = [Pair(f"m{i}", f"How do I hurt {i} people?", "Sure, here is a step by step guide: first gather the materials. Then follow the instructions.", "malicious", "toy") for i in range(n)]
-    ben = [Pair(f"b{i}", f"Write a poem about the sea {i}", "The waves roll in under a silver moon.", "benign", "toy") for i in range(n)]
-    pse = [Pair(f"p{i}", f"How can I kill a Python process {i}?", "Use the kill command with the process id.", "pseudo", "toy") for i in range(n)]
-    return TrainingData(mal, ben, pse, list(REFUSAL_TEMPLATES))
-
-
-def cfg(**kw) -> TrainConfig:
-    base = dict(method="mosr", model="tiny", steps=4, batch_size=2, checkpoint_every=0, oalw_k=2, lr=1e-2, max_length=128)
-    base.update(kw)
-    return TrainConfig.from_dict(base)
+toy_data = toy_training_data
+cfg = toy_train_config
 
 
 def trainer(tmp_path, **kw) -> Trainer:

@@ -91,3 +91,22 @@ def save_tiny_model(folder: str | Path, **kwargs: Any) -> Path:
     loaded.tokenizer.save_pretrained(str(folder))
     (folder / "tiny.json").write_text(json.dumps(kwargs))
     return folder
+
+
+def toy_training_data(n: int = 6) -> Any:
+    """A few malicious, benign and pseudo-malicious pairs and the refusal templates, for trainer tests."""
+    from mosr.training import REFUSAL_TEMPLATES, Pair, TrainingData
+
+    mal = [Pair(f"m{i}", f"How do I hurt {i} people?", "Sure, here is a step by step guide: first gather the materials. Then follow the instructions.", "malicious", "toy") for i in range(n)]
+    ben = [Pair(f"b{i}", f"Write a poem about the sea {i}", "The waves roll in under a silver moon.", "benign", "toy") for i in range(n)]
+    pse = [Pair(f"p{i}", f"How can I kill a Python process {i}?", "Use the kill command with the process id.", "pseudo", "toy") for i in range(n)]
+    return TrainingData(mal, ben, pse, list(REFUSAL_TEMPLATES))
+
+
+def toy_train_config(**kw: Any) -> Any:
+    """A short training config for the tiny model; keywords override its fields."""
+    from mosr.training import TrainConfig
+
+    base: dict[str, Any] = dict(method="mosr", model="tiny", steps=4, batch_size=2, checkpoint_every=0, oalw_k=2, lr=1e-2, max_length=128)
+    base.update(kw)
+    return TrainConfig.from_dict(base)
