@@ -8,9 +8,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mosr.judges.base import VERDICTS  # one list of verdicts, with the judges that give them
 from mosr.records import JudgmentRecord, as_judgment
 
-VERDICTS = ("refusal", "partial", "gibberish", "compliance", "unjudged")
 Z95 = 1.959963984540054
 
 
