@@ -23,7 +23,7 @@ from _common import machine, print_table  # noqa: E402
 
 from mosr.data import load_dataset
 from mosr.generation import generate
-from mosr.steering import SteerConfig, run_steer, steer
+from mosr.steering import SteerConfig, load_steering, run_steer, steer
 
 
 def test_prompts(n: int) -> list[str]:
@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--gen-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", default=None, help="folder for the steering runs (default: a temporary folder)")
+    parser.add_argument("--reuse", action="store_true",
+                        help="where --out/METHOD already holds a steering run, load it and time only the generation overhead")
     args = parser.parse_args()
     os.environ.setdefault("MOSR_PROGRESS", "0")
     if args.model == "tiny":
@@ -66,8 +68,10 @@ def main() -> None:
         method, mode = ("refusal-direction", "ablate") if name == "ablate" else (name, "add")
         cfg = SteerConfig(method=method, mode=mode, model=args.model, adapter=args.adapter, n_train=args.n_train,
                           val_prompts=args.val_prompts, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+        folder = os.path.join(out, name)
+        reused = args.reuse and os.path.exists(os.path.join(folder, "steering.json"))
         t = time.perf_counter()
-        art = run_steer(cfg, os.path.join(out, name), loaded=loaded)
+        art = load_steering(folder) if reused else run_steer(cfg, folder, loaded=loaded)
         total = time.perf_counter() - t
         import json
 
@@ -83,7 +87,7 @@ def main() -> None:
                 steered.append(time.perf_counter() - t)
         rows.append({
             "method": name, "candidates": len(sel["candidates"]), "data s": f"{sel['timings']['data_s']:.1f}", "extract s": f"{sel['timings']['extract_s']:.1f}",
-            "select s": f"{sel['timings']['select_s']:.1f}", "total min": f"{total / 60:.2f}",
+            "select s": f"{sel['timings']['select_s']:.1f}", "total min": "reused" if reused else f"{total / 60:.2f}",
             "chosen": ", ".join(f"{k}={v}" for k, v in sel["chosen"].items()),
             "gen s plain": f"{min(plain):.2f}", "gen s steered": f"{min(steered):.2f}",
             "overhead": f"{min(steered) / min(plain) - 1:+.1%}",

@@ -378,3 +378,34 @@ def test_eval_adapter_flag_takes_a_steering_run(tmp_path, monkeypatch):
     monkeypatch.setattr(cmd, "headline", lambda metrics: {})
     assert main(["eval", "--adapter", str(tmp_path / "s"), "--out", str(tmp_path / "e")]) == 0
     assert seen["config"].steering == str(tmp_path / "s") and seen["config"].adapter == "runs/rr"
+
+
+def test_scans_prefill_reuses_the_classification_cache(tiny):
+    """A generation prefill reuses the classifier pass's KV cache and matches the two-pass path, step after step."""
+    from mosr.representations import encode
+
+    art = _artifacts(tiny)["scans"]
+    ids = torch.tensor([encode(tiny.tokenizer, PROMPTS[1]).ids])
+    mask = torch.ones_like(ids)
+
+    def prefill_then_step(reuse: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+        # keyword input_ids with an empty cache is the reusing path; positional input_ids is the two-pass path
+        if reuse:
+            res = tiny.model(input_ids=ids, attention_mask=mask, use_cache=True, past_key_values=None)
+        else:
+            res = tiny.model(ids, attention_mask=mask, use_cache=True)
+        length = res.past_key_values.get_seq_length()
+        nxt = res.logits[:, -1].argmax(-1, keepdim=True)
+        step = tiny.model(input_ids=nxt, attention_mask=torch.ones(1, ids.shape[1] + 1, dtype=torch.long),
+                          past_key_values=res.past_key_values, use_cache=True)
+        return res.logits[:, -1], step.logits[:, -1], length
+
+    with steer(tiny, art) as state, torch.inference_mode():
+        one_prefill, one_step, one_len = prefill_then_step(True)
+        two_prefill, two_step, two_len = prefill_then_step(False)
+    plain = _logits(tiny)[:, -1]
+    assert len(state.decisions) == 2 and state.reused_prefills == 1
+    assert one_len == two_len == ids.shape[1]
+    assert torch.allclose(one_prefill, two_prefill, atol=1e-4)
+    assert torch.allclose(one_step, two_step, atol=1e-4)
+    assert not torch.allclose(one_prefill, plain, atol=1e-4), "steering should change the prefill logits"

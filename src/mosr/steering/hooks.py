@@ -47,6 +47,8 @@ class SteeringState:
     cosines: list[float] = field(default_factory=list)  # scans: every classified prompt, in order
     decisions: list[bool] = field(default_factory=list)
     classifying: bool = False
+    stop_at: int = -1  # scans: the block after which the classification pass stops
+    reused_prefills: int = 0  # scans: prompt passes that ran on the classification pass's KV cache
     recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     def keep_rows(self, keep: torch.Tensor) -> None:
@@ -151,6 +153,7 @@ def _install_scans(module: nn.Module, blocks: nn.ModuleList, artifact: SteeringA
                    s: float, handles: list[Any], state: SteeringState) -> None:
     classify = sorted(set(artifact.classify_layers))
     deepest = max(classify)
+    last = len(blocks) - 1
     start = torch.tensor(artifact.response_start_ids, dtype=torch.long)
     assert artifact.threshold is not None
 
@@ -160,7 +163,9 @@ def _install_scans(module: nn.Module, blocks: nn.ModuleList, artifact: SteeringA
         h = _hidden(output)
         n_start = start.numel()
         state.recorded[layer] = (h[:, -n_start - 1, :].float(), h[:, -1, :].float())
-        if layer == deepest:
+
+    def stop_hook(_m: nn.Module, _args: Any, _output: Any, layer: int) -> None:
+        if state.classifying and layer == state.stop_at:
             raise _StopForward
 
     def top_pre_hook(_m: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -173,6 +178,7 @@ def _install_scans(module: nn.Module, blocks: nn.ModuleList, artifact: SteeringA
             return  # a decoding step: the decision of the prompt pass holds
         if any(kwargs.get(k) is not None for k in ("past_key_values", "cache")) and not _empty_cache(kwargs):
             return
+        cache_key = None if args else next((k for k in ("cache", "past_key_values") if k in kwargs), None)
         mask = kwargs.get("attention_mask")
         if mask is None:
             mask = torch.ones_like(ids)
@@ -183,10 +189,20 @@ def _install_scans(module: nn.Module, blocks: nn.ModuleList, artifact: SteeringA
         ids2 = torch.cat([ids, extra], dim=1)
         mask2 = torch.cat([mask, torch.ones_like(extra)], dim=1)
         pos2 = (mask2.cumsum(-1) - 1).clamp(min=0)
+        # A generation prefill (use_cache=True, empty cache): the classification pass also fills the
+        # KV cache, which is cropped to the prompt minus its last token; the prompt pass then runs on
+        # that last token alone (the only prompt position SCANS steers). One pass of prompt + response
+        # start instead of two passes, so the classifier costs |response start| + 1 positions.
+        reuse = bool(kwargs.get("use_cache")) and cache_key is not None and ids.shape[1] > 1
+        cache = _new_cache(module) if reuse else None
         state.classifying, state.recorded = True, {}
+        state.stop_at = last if reuse else deepest  # a reused cache needs every layer; never the LM head
         try:
             with torch.no_grad():
-                module(input_ids=ids2, attention_mask=mask2, position_ids=pos2, use_cache=False)
+                if reuse:
+                    module(input_ids=ids2, attention_mask=mask2, position_ids=pos2, use_cache=True, **{cache_key: cache})
+                else:
+                    module(input_ids=ids2, attention_mask=mask2, position_ids=pos2, use_cache=False)
         except _StopForward:
             pass
         finally:
@@ -197,9 +213,20 @@ def _install_scans(module: nn.Module, blocks: nn.ModuleList, artifact: SteeringA
         state.harmful = cos >= float(artifact.threshold)  # type: ignore[arg-type]
         state.cosines += cos.tolist()
         state.decisions += state.harmful.tolist()
+        if not reuse:
+            return None
+        state.reused_prefills += 1
+        cache.crop(-(start.numel() + 1))  # negative: drop the response start and the last prompt token
+        pos = kwargs.get("position_ids")
+        if pos is None:
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs = dict(kwargs, input_ids=ids[:, -1:], attention_mask=mask, position_ids=pos[:, -1:], **{cache_key: cache})
+        return (), kwargs
 
     for layer in classify:
         handles.append(blocks[layer].register_forward_hook(lambda m, a, o, layer=layer: classify_hook(m, a, o, layer)))
+    for layer in sorted({deepest, last}):  # registered after the classify hooks, so those run first
+        handles.append(blocks[layer].register_forward_hook(lambda m, a, o, layer=layer: stop_hook(m, a, o, layer)))
     handles.append(module.register_forward_pre_hook(top_pre_hook, with_kwargs=True))
 
     for layer in artifact.layers:
@@ -220,6 +247,16 @@ def _install_scans(module: nn.Module, blocks: nn.ModuleList, artifact: SteeringA
             return _replace(output, h)
 
         handles.append(blocks[layer].register_forward_hook(hook))
+
+
+def _new_cache(module: nn.Module) -> Any:
+    from transformers import DynamicCache
+
+    config = getattr(module, "config", None)
+    try:
+        return DynamicCache(config=config) if config is not None else DynamicCache()
+    except TypeError:  # older transformers: no config argument
+        return DynamicCache()
 
 
 def _empty_cache(kwargs: dict) -> bool:
