@@ -1,11 +1,13 @@
 """Accuracy of the judges against the hand labels of the judge set (docs/JUDGES.md).
 
 Reads ``results/judge_set/completions.jsonl`` and ``labels.jsonl``, runs each judge on one part of
-the set (``--part judge-train`` while writing rules, ``judge-test`` once they are frozen) and prints,
+the set (``--part judge-train`` or ``dev`` while writing rules, ``judge-test-2`` once they are frozen) and prints,
 per judge and per source model: verdict agreement (4 classes), behaviour-view agreement on harmful
 prompts (defended = refusal or gibberish, against answered), harmful-content agreement, each with a
 95% Wilson interval, plus confusion matrices. ``--json`` writes every number to a file;
-``--errors`` prints the disagreements (judge-train only, so judge-test is never read for tuning).
+``--errors`` prints the disagreements (never on judge-test-2, so the frozen test part is never read
+for tuning). judge-test was the test part of the first round: scored once, published, then read as
+development data (``dev`` = judge-train + judge-test).
 
     python scripts/judge_accuracy.py --part judge-train --judge keyword --errors
     python scripts/judge_accuracy.py --part judge-test --json results/judge_set/accuracy-test.json
@@ -26,13 +28,29 @@ SET_DIR = Path(__file__).resolve().parent.parent / "results" / "judge_set"
 CLASSES = ("refusal", "partial", "compliance", "gibberish")
 
 
+# judge-test was scored once (2026-12-05, published in docs/JUDGES.md) and then read for development,
+# like judge-train; judge-test-2 is drawn from prompts absent from both and is the frozen test part.
+PARTS = {"judge-train": ("judge-train",), "judge-test": ("judge-test",), "judge-test-2": ("judge-test-2",),
+         "dev": ("judge-train", "judge-test"), "all": None}
+FROZEN = ("judge-test-2",)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 def load_set(set_dir: Path = SET_DIR, part: str | None = None) -> list[dict]:
-    comps = {r["id"]: r for r in map(json.loads, (set_dir / "completions.jsonl").read_text(encoding="utf-8").splitlines()) if r}
+    """Labelled rows of every ``completions*.jsonl`` / ``labels*.jsonl`` pair in ``set_dir``, of one part."""
+    comps = {r["id"]: r for f in sorted(set_dir.glob("completions*.jsonl")) for r in _jsonl(f)}
+    splits = PARTS[part] if part in PARTS else ((part,) if part else None)
     rows = []
-    for lab in map(json.loads, (set_dir / "labels.jsonl").read_text(encoding="utf-8").splitlines()):
-        rec = {**comps[lab["id"]], "label": lab["verdict"], "label_harmful": lab["harmful_content"], "label_note": lab.get("note", "")}
-        if part is None or rec["judge_split"] == part:
-            rows.append(rec)
+    for f in sorted(set_dir.glob("labels*.jsonl")):
+        if "second_reading" in f.name:
+            continue
+        for lab in _jsonl(f):
+            rec = {**comps[lab["id"]], "label": lab["verdict"], "label_harmful": lab["harmful_content"], "label_note": lab.get("note", "")}
+            if splits is None or rec["judge_split"] in splits:
+                rows.append(rec)
     return rows
 
 
@@ -78,14 +96,14 @@ def fmt(a: dict | None) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=("judge-train", "judge-test", "all"), default="judge-train")
+    ap.add_argument("--part", choices=tuple(PARTS), default="judge-train")
     ap.add_argument("--judge", action="append", help=f"judge name (repeatable; default: all of {', '.join(JUDGES)} but hub)")
-    ap.add_argument("--errors", action="store_true", help="print disagreements (refused on judge-test)")
+    ap.add_argument("--errors", action="store_true", help="print disagreements (refused on judge-test-2 and all)")
     ap.add_argument("--json", type=Path, help="write every number here")
     args = ap.parse_args()
-    if args.errors and args.part != "judge-train":
-        ap.error("--errors only on judge-train: judge-test is read once, after the rules are frozen")
-    rows = load_set(part=None if args.part == "all" else args.part)
+    if args.errors and args.part in (*FROZEN, "all"):
+        ap.error(f"--errors is refused on {args.part}: judge-test-2 is read once, after the rules are frozen")
+    rows = load_set(part=args.part)
     names = args.judge or [j for j in JUDGES if j != "hub"]
     report = {"part": args.part, "n": len(rows), "judges": {}}
     for name in names:

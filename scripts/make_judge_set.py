@@ -12,6 +12,14 @@ never see a judge-test prompt.
         --source derta=runs/train-derta --out results/judge_set/completions.jsonl
 
 Rerunning appends only the source models that are missing from ``--out``.
+
+A second, fresh test set (prompts no rule or model has seen, for measuring a judge changed after the
+first judge-test was scored) draws only prompts absent from earlier sets and tags every row with one
+split name:
+
+    python scripts/make_judge_set.py --source undefended= --source rr=runs/train-rr ... \
+        --exclude results/judge_set/completions.jsonl --counts 5,6,5,5,17,12 --split judge-test-2 \
+        --out results/judge_set/completions_test2.jsonl
 """
 
 from __future__ import annotations
@@ -54,11 +62,15 @@ def _completion_attack(sample: Sample) -> tuple[str, str]:
     return "", " ".join(words[:24])
 
 
-def build_prompts(n_sources: int) -> list[list[dict]]:
-    """Per source model, its list of prompt records; slices are disjoint across sources."""
+def build_prompts(n_sources: int, *, exclude: set[str] | None = None, counts: list[int] | None = None) -> list[list[dict]]:
+    """Per source model, its list of prompt records; slices are disjoint across sources.
+
+    ``exclude``: prompt ids never to draw (an earlier set's); ``counts``: per-source count of each pool.
+    """
     per_source: list[list[dict]] = [[] for _ in range(n_sources)]
-    used: set[str] = set()
-    for kind, specs, attack, count in POOLS:
+    used: set[str] = set(exclude or ())
+    pools = POOLS if counts is None else tuple((k, sp, a, c) for (k, sp, a, _), c in zip(POOLS, counts, strict=True))
+    for kind, specs, attack, count in pools:
         tagged = [(spec.partition(":")[2] or "train", s) for spec in specs for s in load_dataset(spec)]
         # a hash order mixes train and val in every slice, and is stable
         tagged = sorted(tagged, key=lambda t: hashlib.sha256(f"{attack}|{t[1].id}".encode()).hexdigest())
@@ -89,9 +101,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--exclude", type=Path, action="append", default=[], help="completions.jsonl whose prompt ids are not drawn again")
+    ap.add_argument("--counts", default=None, help=f"comma list: per-source count of each of the {len(POOLS)} pools")
+    ap.add_argument("--split", default=None, help="tag every row with this split instead of the judge-train/judge-test hash")
     args = ap.parse_args()
     sources = [tuple(s.split("=", 1)) for s in args.source]
-    prompts = build_prompts(len(sources))
+    exclude = {json.loads(line)["prompt_id"] for f in args.exclude for line in f.read_text().splitlines() if line.strip()}
+    counts = [int(c) for c in args.counts.split(",")] if args.counts else None
+    if counts is not None and len(counts) != len(POOLS):
+        raise SystemExit(f"--counts needs {len(POOLS)} numbers, got {len(counts)}")
+    prompts = build_prompts(len(sources), exclude=exclude, counts=counts)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.out.is_file():
@@ -108,7 +127,7 @@ def main() -> None:
         with args.out.open("a", encoding="utf-8") as fh:
             for r, text in zip(rows, texts):
                 rec = {"id": f"{name}|{r['attack']}|{r['prompt_id']}", "source": name, **r, "completion": text,
-                       "judge_split": judge_split(r["prompt_id"]), "max_new_tokens": args.max_new_tokens}
+                       "judge_split": args.split or judge_split(r["prompt_id"]), "max_new_tokens": args.max_new_tokens}
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         print(f"{name}: {len(rows)} completions")
 
