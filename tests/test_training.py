@@ -492,3 +492,29 @@ def test_pseudo_malicious_rows_enter_the_retain_pool(tmp_path, method, pseudo_in
         texts = [trainer.tok.decode(row[m.bool()].tolist()) for row, m in zip(inp.rep_ids[b_e:], inp.rep_mask[b_e:])]
         seen += ["Python process" in t for t in texts]
     assert any(seen) == pseudo_in_retain
+
+
+def test_exported_checkpoints_are_adapters_of_their_step(tmp_path):
+    """The last checkpoint exports to the run's own adapter; an earlier one is a different, loadable adapter."""
+    from safetensors.torch import load_file
+
+    from mosr.training import checkpoint_steps, export_checkpoint
+
+    out = tmp_path / "run"
+    train(cfg(steps=3, checkpoint_every=1, keep_checkpoints=5), out, loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    assert checkpoint_steps(out) == [1, 2, 3]
+    final = load_file(str(out / "adapter_model.safetensors"))
+    last = load_file(str(export_checkpoint(out, 3, tmp_path / "s3") / "adapter_model.safetensors"))
+    first = export_checkpoint(out, 1, tmp_path / "s1")
+    assert set(last) == set(final) and all(torch.equal(last[k], final[k]) for k in final)
+    early = load_file(str(first / "adapter_model.safetensors"))
+    assert any(not torch.equal(early[k], final[k]) for k in final)
+    assert json.loads((first / "mosr_adapter.json").read_text())["checkpoint_step"] == 1
+    ids = torch.randint(3, 300, (1, 10))
+    with torch.no_grad():
+        a = attach_adapter(tiny_model(num_layers=N_LAYERS), tmp_path / "s3").model(input_ids=ids).logits
+        b = attach_adapter(tiny_model(num_layers=N_LAYERS), out).model(input_ids=ids).logits
+        c = attach_adapter(tiny_model(num_layers=N_LAYERS), first).model(input_ids=ids).logits
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    with pytest.raises(RunError, match="no checkpoint at step 7"):
+        export_checkpoint(out, 7, tmp_path / "s7")

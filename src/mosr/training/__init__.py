@@ -10,6 +10,7 @@ are pure functions in :mod:`~mosr.training.losses`, :mod:`~mosr.training.oalw` a
 from __future__ import annotations
 
 from mosr.training.config import METHODS, MethodSpec, TrainConfig
+from mosr.training.export import checkpoint_steps, export_checkpoint
 from mosr.training.data import Pair, TrainingData, build_training_data, own_completions
 from mosr.training.refusals import REFUSAL_TEMPLATES
 from mosr.training.run import train
@@ -27,4 +28,6 @@ __all__ = [
     "Trainer",
     "TrainResult",
     "train",
+    "checkpoint_steps",
+    "export_checkpoint",
 ]
