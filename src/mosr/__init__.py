@@ -48,6 +48,9 @@ _LAZY = {
     "run_steer": "mosr.steering",
     "steer": "mosr.steering",
     "load_steering": "mosr.steering",
+    "export_bundle": "mosr.bundles",
+    "verify_bundle": "mosr.bundles",
+    "unpack_bundle": "mosr.bundles",
 }
 
 __all__ = [

@@ -120,7 +120,7 @@ def compare(runs: Mapping[str, str | Path] | Sequence[str | Path | tuple[str, st
     """Compare eval runs on the prompts they all judged (``mosr compare``).
 
     ``runs``: ``{label: folder}``, ``(label, folder)`` pairs, or folders (``"label=folder"`` strings
-    work too). A report is written only when ``out`` is given.
+    work too); a folder may be an eval run's result bundle (:mod:`mosr.bundles`). A report is written only when ``out`` is given.
     """
     items = runs.items() if isinstance(runs, Mapping) else runs
     entries = [(str(r[0]), Path(r[1])) if isinstance(r, tuple) else parse_entry(str(r)) for r in items]
@@ -131,13 +131,16 @@ def compare(runs: Mapping[str, str | Path] | Sequence[str | Path | tuple[str, st
     return CompareResult(records=result.records, n_shared=result.n_shared, report_html=result.report_html)
 
 
-def run_experiment(config: ExperimentConfig | Mapping[str, Any] | str | Path, out: str | Path) -> ExperimentResult:
+def run_experiment(config: ExperimentConfig | Mapping[str, Any] | str | Path, out: str | Path, *, only: Sequence[str] = (),
+                   shard: str | None = None) -> ExperimentResult:
     """Train, evaluate and analyse every method with cached stages (``mosr experiment``).
 
     ``config``: an :class:`~mosr.experiment.ExperimentConfig`, a dict of its YAML keys, or a YAML path.
+    ``only`` (glob patterns on stage names) and ``shard`` (``"I/N"``): finish only those stages and
+    what they read (docs/EXPERIMENT.md, "Bundles").
     """
     if isinstance(config, (str, Path)):
         config = ExperimentConfig.load(config)
     elif isinstance(config, Mapping):
         config = ExperimentConfig.from_dict(dict(config))
-    return _run_experiment(config, out)
+    return _run_experiment(config, out, only=only, shard=shard)

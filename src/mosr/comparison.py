@@ -2,16 +2,19 @@
 
 Runs evaluated separately (different adapters, limits or seeds) are compared on the prompts they all
 share, so every row of the report is measured on the same prompts. Giving the same label to several
-runs pools them as seeds of one method.
+runs pools them as seeds of one method. A result bundle (:mod:`mosr.bundles`) of an eval run can stand
+wherever a run folder can: it is verified and read like the run it came from.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mosr.bundles import is_bundle, open_run, read_bundle_info
 from mosr.errors import DataError
 from mosr.evaluation import compute_metrics
 from mosr.records import JudgmentRecord, PerplexityRecord, read_judgments, read_perplexity, read_run_meta
@@ -49,17 +52,26 @@ def _perplexity(run: Path) -> dict[str, PerplexityRecord]:
 
 
 def shared_records(entries: Sequence[tuple[str, Path]]) -> tuple[list[dict[str, Any]], int]:
-    """One report record per run, with metrics recomputed on the prompts every run judged."""
+    """One report record per run (run folder or bundle), with metrics recomputed on the prompts every run judged."""
     if len(entries) < 2:
         raise DataError("give at least two eval runs to compare")
+    for _, run in entries:
+        if is_bundle(run) and (kind := read_bundle_info(run)["kind"]) != "eval":
+            raise DataError(f"{run} is the bundle of a `mosr {kind}` run; compare eval runs or their bundles")
+    with contextlib.ExitStack() as stack:
+        folders = {run: stack.enter_context(open_run(run)) for _, run in entries}  # a bundle: unpacked, verified
+        return _shared_records(entries, folders)
+
+
+def _shared_records(entries: Sequence[tuple[str, Path]], folders: dict[Path, Path]) -> tuple[list[dict[str, Any]], int]:
     seen: dict[tuple[str, int], Path] = {}
     for label, run in entries:
-        seed = read_run_meta(run).seed
+        seed = read_run_meta(folders[run]).seed
         if (label, seed) in seen:
             raise DataError(f"{label}={seen[(label, seed)]} and {label}={run} both have seed {seed}: runs pooled under one METHOD "
                             "must be different seeds; give them different METHOD= names to compare them")
         seen[(label, seed)] = run
-    judged = {run: _judgments(run) for _, run in entries}
+    judged = {run: _judgments(folders[run]) for _, run in entries}
     judges = {run: sorted({j.judge for j in rows}) for run, rows in judged.items()}
     if len({tuple(v) for v in judges.values()}) > 1:
         listing = "; ".join(f"{run}: {', '.join(v)}" for run, v in judges.items())
@@ -67,13 +79,13 @@ def shared_records(entries: Sequence[tuple[str, Path]]) -> tuple[list[dict[str, 
     keys = set.intersection(*({j.key for j in rows} for rows in judged.values()))
     if not keys:
         raise DataError("the runs share no judged prompt; compare runs of the same suites and sets")
-    ppl = {run: _perplexity(run) for _, run in entries}
+    ppl = {run: _perplexity(folders[run]) for _, run in entries}
     ppl_ids = set.intersection(*(set(p) for p in ppl.values()))
     records = []
     for label, run in entries:
         rows = [j for j in judged[run] if j.key in keys]
         metrics = compute_metrics(rows, [ppl[run][i].to_dict() for i in sorted(ppl_ids)] or None)
-        meta = read_run_meta(run)
+        meta = read_run_meta(folders[run])
         seed, model = meta.seed, meta.model_spec
         metrics["judge"], metrics["model"] = judges[run][0], model
         records.append({"label": label, "method": label, "seed": seed, "eval_metrics": metrics, "run": str(run)})
@@ -98,5 +110,5 @@ def write_comparison(entries: Sequence[tuple[str, Path]], out: str | Path, *, ti
     title = title or f"mosr compare: {len(entries)} eval runs on their {n} shared prompts"
     with disk_errors(folder):
         html = write_report(records, folder, title=title, command=command,
-                            sources="completions and judgments are in the eval run folders named in the command")
+                            sources="completions and judgments are in the eval run folders (or bundles) named in the command")
     return Comparison(report_html=Path(html), report_md=folder / "report.md", n_shared=n, records=records)

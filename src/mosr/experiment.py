@@ -16,6 +16,7 @@ flight (whose inner command resumes where it stopped when it can). A stage whose
 wiped and redone.
 
 The whole config is checked (methods, judge, datasets, training and eval keys) before any stage runs.
+Result bundles, and experiments run in pieces (``--only``, ``--shard``): :mod:`mosr.experiment_pieces`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -36,7 +37,8 @@ from mosr.analysis_run import DEFAULT_PSEUDO, AnalyzeConfig, run_analyze
 from mosr.config import YamlLoadable, from_mapping
 from mosr.data import load_dataset
 from mosr.errors import ConfigError, MosrError
-from mosr.evaluation import EvalConfig, config_tasks, run_eval
+from mosr.evaluation import EvalConfig, config_tasks, finish_run, run_eval
+from mosr.experiment_pieces import parse_shard, prepare, select
 from mosr.methods import DEFAULT, UNDEFENDED, VARIANTS, all_methods, get_method
 from mosr.report import write_report
 from mosr.runs import RunDir, check_run_kind, disk_errors, now_iso
@@ -90,6 +92,7 @@ class ExperimentConfig(YamlLoadable):
     analyze: dict[str, Any] | None = field(default_factory=dict)  # AnalyzeConfig keys; null = no analysis
     sweep: SweepConfig | None = None
     title: str = "mosr experiment"
+    bundles: str | None = None  # result bundles folder: finished stages are exported there and read back (docs/EXPERIMENT.md)
 
     def __post_init__(self) -> None:
         if isinstance(self.sweep, dict):
@@ -153,6 +156,7 @@ class Runners:
     train: Callable[[Any, Path], Any]
     evaluate: Callable[[Any, Path], Any]
     analyze: Callable[[Any, Path], Any]
+    rejudge: Callable[[str, Path], Any] = field(default=lambda judge, out: _rejudge(judge, out))  # judge, eval folder
 
 
 def _train(config: TrainConfig, out: Path) -> Any:
@@ -165,6 +169,11 @@ def _evaluate(config: EvalConfig, out: Path) -> Any:
 
 def _analyze(config: AnalyzeConfig, out: Path) -> Any:
     return run_analyze(config, out)
+
+
+def _rejudge(judge: str, out: Path) -> Any:
+    """Judge an eval stage's stored completions again (a bundle's, when the judge changed): no model is loaded."""
+    return finish_run(RunDir(out, create=False), judge)
 
 
 def default_runners() -> Runners:
@@ -300,17 +309,20 @@ def build_plan(cfg: ExperimentConfig, root: Path, runners: Runners | None = None
                 adapter = str(root / name)
                 upstream = {"train": train_stage.key}
                 entry["train"] = name
+            needs = (entry["train"],) if entry["train"] else ()
             ec = eval_config(cfg, adapter, seed)
             eval_stage = Stage(f"stages/eval/{variant.slug}/seed{seed}", "eval", {"eval": _eval_inputs(ec), **upstream},
                                lambda out, ec=ec: runners.evaluate(ec, out), label=f"eval {variant.label} seed {seed}",
-                               reusable_when_only=(("eval", "judge"), ("eval", "judge_resolved")))  # a new judge re-judges the stored completions
+                               reusable_when_only=(("eval", "judge"), ("eval", "judge_resolved")),  # a new judge re-judges the stored completions
+                               needs=needs)
             entry["eval"] = add(eval_stage)
             if cfg.analyze is not None and variant.sweep_param is None:
                 eval_run = str(root / entry["eval"]) if _pseudo_from_eval(cfg, ec) else None
                 ac = analyze_config(cfg, adapter, eval_run, seed, cache_dir)
                 inputs = {"analyze": _analyze_inputs(ac), **upstream, "eval": eval_stage.key if eval_run else None}
                 entry["analyze"] = add(Stage(f"stages/analyze/{variant.slug}/seed{seed}", "analyze", inputs,
-                                             lambda out, ac=ac: runners.analyze(ac, out), label=f"analyze {variant.label} seed {seed}"))
+                                             lambda out, ac=ac: runners.analyze(ac, out), label=f"analyze {variant.label} seed {seed}",
+                                             needs=needs + ((entry["eval"],) if eval_run else ())))
             entries.append(entry)
     return Plan(stages, entries)
 
@@ -357,31 +369,40 @@ class ExperimentResult:
     report_md: Path
     stages: list[StageReport]
     seconds: float
+    missing: list[str] = field(default_factory=list)  # stages left to other runs (--only, --shard): no report yet
 
     def summary(self) -> str:
-        """Stages run and reused, and where the report is."""
-        ran = sum(s.status == "ran" for s in self.stages)
-        cached = len(self.stages) - ran
-        return (f"{len(self.stages)} stages: {ran} run, {cached} reused from the cache ({self.seconds:.0f} s)\n"
-                f"report: {self.report_html}\n"
-                f"        {self.report_md} (markdown)")
+        """Stages run, reused and restored, and where the report is (or which stages it waits for)."""
+        count = {k: sum(s.status == k for s in self.stages) for k in ("ran", "cached", "bundle", "rejudged")}
+        done = len(self.stages) - len(self.missing)
+        text = (f"{done} stages: {count['ran']} run, {count['cached']} reused from the cache, {count['bundle']} restored from "
+                f"bundles, {count['rejudged']} re-judged from bundles ({self.seconds:.0f} s)\n")
+        if self.missing:
+            return text + (f"{len(self.missing)} stages left to other runs: {', '.join(self.missing)}\n"
+                           "no report yet: it is written once every stage is finished here or bundled")
+        return text + f"report: {self.report_html}\n        {self.report_md} (markdown)"
 
 
-def run_experiment(cfg: ExperimentConfig, out: str | Path, *, runners: Runners | None = None, command: str | None = None) -> ExperimentResult:
-    """Validate, then run (or resume) every stage, then write the report."""
+def run_experiment(cfg: ExperimentConfig, out: str | Path, *, runners: Runners | None = None, command: str | None = None,
+                   only: Sequence[str] = (), shard: str | tuple[int, int] | None = None) -> ExperimentResult:
+    """Validate, run (or resume) every stage (``only`` / ``shard``: some of them), then write the report."""
     start = time.perf_counter()
     root = Path(out)
-    validate(cfg, root)  # fails before anything is written
+    shard = parse_shard(shard) if isinstance(shard, str) else shard
+    required = select(validate(cfg, root).stages, only, shard)  # fails before anything is written
     check_run_kind(root, "experiment")
     run = RunDir(root)
+    selection = {"only": list(only), "shard": "/".join(map(str, shard)) if shard else None}
     with run.lock("mosr experiment"):
-        return _run_accepted(cfg, root, run, runners, command, start)
+        return _run_accepted(cfg, root, run, runners or default_runners(), command, start, required, selection)
 
 
-def _run_accepted(cfg: ExperimentConfig, root: Path, run: RunDir, runners: Runners | None, command: str | None,
-                  start: float) -> ExperimentResult:
+def _run_accepted(cfg: ExperimentConfig, root: Path, run: RunDir, runners: Runners, command: str | None,
+                  start: float, required: set[str], selection: dict[str, Any]) -> ExperimentResult:
     plan = build_plan(cfg, root, runners)
+    bundles = Path(cfg.bundles) if cfg.bundles else None
     with disk_errors(root):
+        pieces = prepare(plan.stages, root, bundles, required, runners.rejudge)
         run.write_json("experiment.json", cfg.to_dict())
         run.write_metadata(command="experiment", config=cfg.to_dict(), seed=cfg.seeds[0],
                            extra={"stages": [s.name for s in plan.stages]})  # describes the current config
@@ -393,12 +414,15 @@ def _run_accepted(cfg: ExperimentConfig, root: Path, run: RunDir, runners: Runne
                      "command": command, "report_version": _report_version()}
     report_stage = Stage("report", "report", report_inputs,
                          report_action, label="report")
-    reports = run_stages([*plan.stages, report_stage], root)
+    stages = [*pieces.stages, *([] if pieces.missing else [report_stage])]
+    reports = pieces.statuses(run_stages(stages, root, on_done=pieces.export), {s.name: s.kind for s in plan.stages})
     seconds = time.perf_counter() - start
     with disk_errors(root):
         run.write_json(RESULTS_FILE, {"entries": plan.entries, "stages": [dataclasses.asdict(r) for r in reports],
+                                      "bundles": str(bundles) if bundles else None, **selection, "missing": pieces.missing,
                                       "seconds": round(seconds, 1), "finished": now_iso()})
-    return ExperimentResult(root, root / "report" / "report.html", root / "report" / "report.md", reports, seconds)
+    return ExperimentResult(root, root / "report" / "report.html", root / "report" / "report.md", reports, seconds,
+                            missing=pieces.missing)
 
 
 def _report_version() -> str:

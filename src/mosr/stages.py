@@ -38,6 +38,7 @@ class Stage:
     label: str = ""
     # inputs whose change keeps the half-done or finished folder for the command to reuse (eval: the judge)
     reusable_when_only: tuple[tuple[str, str], ...] = ()
+    needs: tuple[str, ...] = ()  # names of the stages whose folders this one reads (eval: its train stage)
 
     @property
     def key(self) -> str:
@@ -76,12 +77,19 @@ def _prepare(folder: Path, stage: Stage) -> None:
 
 
 def _reusable(info: Path, stage: Stage) -> bool:
-    """True when the old inputs differ from the new ones only at the ``reusable_when_only`` keys."""
+    """True when the folder's old inputs differ from the new ones only at the ``reusable_when_only`` keys."""
     if not stage.reusable_when_only or not info.is_file():
         return False
     try:
         old = json.loads(info.read_text(encoding="utf-8")).get("inputs")
     except (json.JSONDecodeError, OSError):
+        return False
+    return reusable_inputs(stage, old)
+
+
+def reusable_inputs(stage: Stage, old: Any) -> bool:
+    """True when ``old`` inputs differ from the stage's only at its ``reusable_when_only`` keys (eval: the judge)."""
+    if not stage.reusable_when_only or old is None:
         return False
 
     def strip(inputs: Any) -> Any:
@@ -91,7 +99,7 @@ def _reusable(info: Path, stage: Stage) -> bool:
                 inputs[section].pop(key, None)
         return inputs
 
-    return old is not None and strip(old) == strip(stage.inputs)
+    return strip(old) == strip(stage.inputs)
 
 
 def _finish(folder: Path, stage: Stage, seconds: float) -> None:
@@ -105,7 +113,9 @@ def _finish(folder: Path, stage: Stage, seconds: float) -> None:
 class StageReport:
     name: str
     kind: str
-    status: Literal["cached", "ran"]
+    # ran; cached (finished in this folder earlier); bundle (restored from a result bundle);
+    # rejudged (completions from a bundle, judged again); missing (left to another machine: --only, --shard)
+    status: Literal["cached", "ran", "bundle", "rejudged", "missing"]
     seconds: float  # for a cached stage: how long it took when it ran
 
 
@@ -116,8 +126,11 @@ def _recorded_seconds(folder: Path) -> float:
         return 0.0
 
 
-def run_stages(stages: Sequence[Stage], root: Path) -> list[StageReport]:
-    """Run the stages in order, skipping finished ones; one progress bar over all of them."""
+def run_stages(stages: Sequence[Stage], root: Path, *, on_done: Callable[[Stage, Path], Any] | None = None) -> list[StageReport]:
+    """Run the stages in order, skipping finished ones; one progress bar over all of them.
+
+    ``on_done(stage, folder)`` is called after each stage that is finished, run now or cached.
+    """
     reports: list[StageReport] = []
     bar = progress(total=len(stages), desc="experiment", unit="stage", position=0)
     try:
@@ -127,6 +140,8 @@ def run_stages(stages: Sequence[Stage], root: Path) -> list[StageReport]:
             if stage_done(folder, stage.key):
                 log.info("stage %d/%d %s: cached", i, len(stages), stage.name)
                 reports.append(StageReport(stage.name, stage.kind, "cached", _recorded_seconds(folder)))
+                if on_done is not None:
+                    on_done(stage, folder)
                 bar.update(1)
                 continue
             log.info("stage %d/%d %s: running", i, len(stages), stage.name)
@@ -137,6 +152,8 @@ def run_stages(stages: Sequence[Stage], root: Path) -> list[StageReport]:
                 seconds = time.perf_counter() - start
                 _finish(folder, stage, seconds)
             reports.append(StageReport(stage.name, stage.kind, "ran", seconds))
+            if on_done is not None:
+                on_done(stage, folder)
             bar.update(1)
     finally:
         bar.close()

@@ -16,11 +16,12 @@ from mosr.comparison import parse_entries, write_comparison
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="one report (table, Pareto plot, ablations) over several `mosr eval` runs, on their shared prompts",
-                       description="Write one HTML/markdown report over several `mosr eval` run folders. Only the prompts that every "
+                       description="Write one HTML/markdown report over several `mosr eval` run folders (or their result bundles, "
+                                   "`mosr bundle`). Only the prompts that every "
                                    "run judged are counted, so the rows are comparable; the judges of all runs must agree "
                                    "(re-judge with `mosr judge RUN --judge J` first if they do not).")
     p.add_argument("runs", nargs="+", metavar="[METHOD=]RUN",
-                   help="eval run folders; METHOD= names the row (mosr, rr, refusal-sft, ... get their description); "
+                   help="eval run folders or bundles; METHOD= names the row (mosr, rr, refusal-sft, ... get their description); "
                         "the same METHOD for several runs pools them as seeds")
     p.add_argument("--out", required=True, help="report folder")
     p.add_argument("--title", default=None, help="report title")

@@ -1,0 +1,201 @@
+"""An experiment in pieces: result bundles as finished stages, and ``--only`` / ``--shard`` selections.
+
+With a bundles folder (``--bundles DIR`` or the config key ``bundles``) every finished train, eval and
+analyze stage is exported to ``DIR/<kind>/<variant>/seed<k>`` (:mod:`mosr.bundles`), and a stage whose
+bundle there carries the stage's current hash counts as finished: the bundle is verified and unpacked
+into the stage folder instead of running the stage. An eval stage whose bundle differs only by the
+judge is re-judged from the bundle's completions, without the model.
+
+Bundles hold no weights. A stage that must run here and reads a train stage's adapter (eval,
+analyze) therefore needs that train stage finished in this folder, not restored from a bundle; the
+run otherwise stops before restoring or running any stage, and names both (it never retrains silently).
+
+``--only PATTERN`` (glob on stage names, e.g. ``'eval/*'``, ``'*/rr/*'``) and ``--shard I/N`` choose the
+stages this run must finish, plus the stages they read; the rest is restored from bundles when
+present and otherwise left to the other runs. ``--shard`` deals out whole chains (a train stage
+with its eval and analyze stages) round-robin in plan order, so the shards of one config partition
+its stages and no shard needs another's weights. The report is written once every stage is finished
+or bundled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import logging
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mosr.bundles import FILES, export_bundle, is_bundle, read_bundle_info, unpack_bundle
+from mosr.errors import ConfigError, RunError
+from mosr.runs import atomic_write_text, dumps, now_iso
+from mosr.stages import DONE_FILE, STAGE_FILE, Stage, StageReport, reusable_inputs, stage_done
+
+log = logging.getLogger(__name__)
+
+
+def short_name(name: str) -> str:
+    """``stages/eval/rr/seed0`` -> ``eval/rr/seed0``: the stage's path below a bundles folder."""
+    return name.removeprefix("stages/")
+
+
+def bundle_path(bundles: Path, name: str) -> Path:
+    return bundles / short_name(name)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/3"`` -> ``(2, 3)``: the second of three shards."""
+    i, slash, n = str(text).partition("/")
+    try:
+        index, count = int(i), int(n)
+    except ValueError:
+        index = count = 0
+    if not slash or count < 1 or not 1 <= index <= count:
+        raise ConfigError(f"--shard expects I/N with 1 <= I <= N, e.g. 1/2, got {text!r}")
+    return index, count
+
+
+def chains(stages: Sequence[Stage]) -> dict[str, int]:
+    """Stage name -> index of its chain (the stage it descends from through ``needs``), in plan order."""
+    by_name = {s.name: s for s in stages}
+
+    def root(name: str) -> str:
+        needs = by_name[name].needs
+        return root(needs[0]) if needs else name
+
+    order: dict[str, int] = {}
+    return {s.name: order.setdefault(root(s.name), len(order)) for s in stages}
+
+
+def select(stages: Sequence[Stage], only: Sequence[str] = (), shard: tuple[int, int] | None = None) -> set[str]:
+    """The stages a run must finish: those matching ``only`` and in ``shard``, plus every stage they read."""
+    names = [s.name for s in stages]
+    chosen = set(names)
+    if only:
+        chosen = {n for n in names if any(fnmatch.fnmatchcase(n, p) or fnmatch.fnmatchcase(short_name(n), p) for p in only)}
+        if not chosen:
+            raise ConfigError(f"--only {' '.join(only)} matches no stage; the stages are: {', '.join(map(short_name, names))}")
+    if shard is not None:
+        index, count = shard
+        chain = chains(stages)
+        chosen = {n for n in chosen if chain[n] % count == index - 1}
+    by_name = {s.name: s for s in stages}
+    todo = list(chosen)
+    while todo:
+        for need in by_name[todo.pop()].needs:
+            if need not in chosen:
+                chosen.add(need)
+                todo.append(need)
+    return chosen
+
+
+@dataclass
+class Pieces:
+    """What this run does with each stage: the stages to hand to ``run_stages``, and how each was obtained."""
+
+    stages: list[Stage]  # in plan order: finished here, restored from a bundle, to re-judge or to run
+    bundles: Path | None
+    restored: set[str] = field(default_factory=set)
+    rejudged: set[str] = field(default_factory=set)
+    missing: list[str] = field(default_factory=list)  # neither finished nor bundled, left to another run
+
+    def export(self, stage: Stage, folder: Path) -> None:
+        """Export a finished stage to the bundles folder, unless a bundle with its hash is there already."""
+        if self.bundles is None or stage.kind not in FILES:
+            return
+        path = bundle_path(self.bundles, stage.name)
+        if _bundle_hash(path) == stage.key:
+            return
+        export_bundle(folder, path)
+        log.info("stage %s: exported to %s", stage.name, path)
+
+    def statuses(self, reports: list[StageReport], kinds: dict[str, str]) -> list[StageReport]:
+        """``run_stages`` reports with ``bundle``, ``rejudged`` and ``missing`` filled in."""
+        out = []
+        for r in reports:
+            status = "bundle" if r.name in self.restored else "rejudged" if r.name in self.rejudged else r.status
+            out.append(dataclasses.replace(r, status=status))  # type: ignore[arg-type]
+        return out + [StageReport(name, kinds[name], "missing", 0.0) for name in self.missing]
+
+
+def _bundle_hash(path: Path) -> str | None:
+    if not is_bundle(path):
+        return None
+    try:
+        return (read_bundle_info(path).get("stage") or {}).get("hash")
+    except RunError:
+        return None  # a damaged bundle.json: export replaces it
+
+
+def _bundle_inputs(path: Path) -> Any:
+    return (read_bundle_info(path).get("stage") or {}).get("inputs")
+
+
+def _from_bundle(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / STAGE_FILE).read_text(encoding="utf-8")).get("bundle")
+    except (OSError, ValueError):
+        return None
+
+
+def prepare(stages: Sequence[Stage], root: Path, bundles: Path | None, required: set[str],
+            rejudge: Callable[[str, Path], Any]) -> Pieces:
+    """Decide for every stage, check that each stage to run has its inputs here, then restore the bundles."""
+    source: dict[str, str] = {}  # name -> here | bundle | rejudge | run | missing
+    for stage in stages:
+        folder, path = root / stage.name, bundle_path(bundles, stage.name) if bundles else None
+        if stage_done(folder, stage.key):
+            source[stage.name] = "bundle-here" if _from_bundle(folder) else "here"
+        elif path is not None and _bundle_hash(path) == stage.key:
+            source[stage.name] = "bundle"
+        elif path is not None and stage.name in required and _bundle_hash(path) and reusable_inputs(stage, _bundle_inputs(path)):
+            source[stage.name] = "rejudge"
+        else:
+            source[stage.name] = "run" if stage.name in required else "missing"
+    kinds = {s.name: s.kind for s in stages}
+    for stage in stages:
+        if source[stage.name] != "run":
+            continue
+        for need in stage.needs:
+            if kinds[need] == "train" and source[need] in ("bundle", "bundle-here"):
+                where = bundle_path(bundles, need) if bundles else root / need
+                raise RunError(
+                    f"stage {short_name(stage.name)} must run here and needs the adapter weights of stage {short_name(need)}, "
+                    f"which is only available as the bundle {where} (bundles hold no weights). Either run "
+                    f"{short_name(stage.name)} on the machine that trained {short_name(need)} (same --out), or retrain it here: "
+                    f"delete {where} and {root / need} and rerun")
+    pieces = Pieces([], bundles)
+    for stage in stages:
+        how = source[stage.name]
+        if how == "missing":
+            pieces.missing.append(stage.name)
+            continue
+        if how == "bundle":
+            _restore(stage, root / stage.name, bundle_path(bundles, stage.name), done=True)  # type: ignore[arg-type]
+            pieces.restored.add(stage.name)
+        elif how == "rejudge":
+            _restore(stage, root / stage.name, bundle_path(bundles, stage.name), done=False)  # type: ignore[arg-type]
+            judge = str(stage.inputs["eval"]["judge"])
+            stage = dataclasses.replace(stage, action=lambda out, judge=judge: rejudge(judge, out))
+            pieces.rejudged.add(stage.name)
+        pieces.stages.append(stage)
+    return pieces
+
+
+def _restore(stage: Stage, folder: Path, bundle: Path, *, done: bool) -> None:
+    """Unpack ``bundle`` into the stage folder; ``done``: as the finished stage, else as the bundle's older stage to reuse."""
+    if folder.exists():
+        shutil.rmtree(folder)  # not finished with these inputs: the bundle replaces it
+    info = unpack_bundle(bundle, folder)
+    old = info.get("stage") or {}
+    atomic_write_text(folder / STAGE_FILE, dumps({
+        "name": stage.name, "kind": stage.kind, "hash": stage.key if done else old.get("hash"),
+        "inputs": stage.inputs if done else old.get("inputs"), "bundle": str(bundle), "restored": now_iso(),
+        "seconds": old.get("seconds", 0.0)}) + "\n")
+    if done:
+        atomic_write_text(folder / DONE_FILE, stage.key + "\n")
+    log.info("stage %s: %s from %s", stage.name, "restored" if done else "completions restored for re-judging", bundle)
