@@ -25,6 +25,7 @@ from mosr import analysis_report
 from mosr.analysis import AnalysisConfig, LayerResult, analyze_layers, summarise_scores
 from mosr.config import YamlLoadable
 from mosr.data import Sample, load_dataset, samples_hash
+from mosr.distributed import ProcessGroup, process_group
 from mosr.errors import ConfigError, DataError
 from mosr.models import LoadedModel, attach_adapter, check_layers, load_model, num_layers
 from mosr.report_html import write_html_report
@@ -174,31 +175,38 @@ class VariantResult:
     summaries: list[dict[str, Any]]
     vectors: dict[str, np.ndarray] = field(repr=False, default_factory=dict)  # group -> [n, n_layers, hidden]
     extraction: dict[str, Any] = field(default_factory=dict)
+    by_process: list[int] = field(default_factory=list)  # prompts each process extracted (cache hits count nothing)
 
 
 def _resolve_layers(loaded: Any, layers: tuple[int, ...] | None) -> list[int]:
     return check_layers(loaded.model, list(layers)) if layers is not None else list(range(num_layers(loaded.model)))
 
 
-def _analyze_variant(name: str, loaded: Any, prompts: list[Prompt], layers: list[int], cfg: AnalyzeConfig, cache: Path) -> VariantResult:
+def _analyze_variant(name: str, loaded: Any, prompts: list[Prompt], layers: list[int], cfg: AnalyzeConfig, cache: Path,
+                     procs: ProcessGroup) -> VariantResult | None:
+    """Extract every group's vectors (shared by the processes) and analyse them (main process; others return None)."""
     vecs: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {}
+    by_process = [0] * procs.world
     for group in ("benign", "malicious", "pseudo"):  # one cache entry per group: groups are reused across runs
         members = [p for p in prompts if p.group == group]
         reps = extract(
             loaded, [p.sample.prompt for p in members], layers=layers, pooling=cfg.pooling,  # type: ignore[arg-type]
             ids=[f"{p.spec}/{p.sample.id}" for p in members], system=cfg.system, batch_size=cfg.batch_size,
-            cache_dir=cache, desc=f"extract {name}: {group}",
+            cache_dir=cache, desc=f"extract {name}: {group}", group=procs,
         )
         vecs[group] = np.asarray(reps.vectors)
         meta[group] = dict(reps.meta)
+        by_process = [a + b for a, b in zip(by_process, reps.by_process or [0] * procs.world)]
+    if not procs.is_main:
+        return None  # the other processes only share the extraction
     outcome = [p.outcome for p in prompts if p.group == "pseudo"]
     results, summaries = analyze_layers(vecs, layers, outcome=outcome, config=AnalysisConfig(folds=cfg.folds, k=cfg.k, seed=cfg.seed))
     specs = np.array([p.spec for p in prompts if p.group == "pseudo"])
     if len(set(specs.tolist())) > 1:
         for res, summary in zip(results, summaries):
             summary["pseudo_by_dataset"] = {spec: summarise_scores(res.scores["pseudo"], specs == spec) for spec in dict.fromkeys(specs.tolist())}
-    return VariantResult(name, loaded.describe(), results, summaries, vecs, meta)
+    return VariantResult(name, loaded.describe(), results, summaries, vecs, meta, by_process)
 
 
 def default_plot_layers(layers: Sequence[int]) -> list[int]:
@@ -212,26 +220,35 @@ def run_analyze(cfg: AnalyzeConfig, out: str | Path, *, loaded: LoadedModel | No
     """Run the whole analysis into ``out`` and return the metrics (also written to metrics.json).
 
     ``loaded`` replaces loading ``cfg.model`` (an adapter in ``cfg.adapter`` is then attached to it).
+    Launched on several processes, they share the extraction; the main one analyses and writes the
+    folder, and every process returns the metrics.
     """
+    procs = process_group()
     check_run_kind(out, "analyze")
     run = RunDir(out)
     prompts, info = load_groups(cfg)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else run.path / "representations"
-    loaded = loaded if loaded is not None else load_model(cfg.model)
+    loaded = loaded if loaded is not None else load_model(cfg.model, device=procs.device)
     layers = _resolve_layers(loaded, cfg.layers)
     plot_layers = _check_subset(cfg.plot_layers, layers, loaded) if cfg.plot_layers else default_plot_layers(layers)
-    variants = [_analyze_variant("base" if (cfg.adapter or cfg.compare_model) else "model", loaded, prompts, layers, cfg, cache)]
+    variants = [_analyze_variant("base" if (cfg.adapter or cfg.compare_model) else "model", loaded, prompts, layers, cfg, cache, procs)]
     if cfg.adapter:
         attach_adapter(loaded, cfg.adapter)
-        variants.append(_analyze_variant("base+adapter", loaded, prompts, layers, cfg, cache))
+        variants.append(_analyze_variant("base+adapter", loaded, prompts, layers, cfg, cache, procs))
     del loaded
     if cfg.compare_model:
-        other = load_model(cfg.compare_model)
+        other = load_model(cfg.compare_model, device=procs.device)
         other_layers = _resolve_layers(other, cfg.layers)
         if other_layers != layers:
             raise ConfigError(f"--compare-model {cfg.compare_model} has other layers ({len(other_layers)}) than --model; pass --layers valid for both")
-        variants.append(_analyze_variant(f"compare ({cfg.compare_model})", other, prompts, layers, cfg, cache))
+        variants.append(_analyze_variant(f"compare ({cfg.compare_model})", other, prompts, layers, cfg, cache, procs))
         del other
+    return procs.on_main(lambda: _write_outputs(run, cfg, prompts, info, layers, plot_layers, variants, procs.world))
+
+
+def _write_outputs(run: RunDir, cfg: AnalyzeConfig, prompts: list[Prompt], info: dict[str, Any], layers: list[int],
+                   plot_layers: list[int], variants: list[VariantResult], world: int) -> dict[str, Any]:
+    """metrics.json, boundary_scores.csv, figures, reports and run.json (on the main process)."""
     metrics = {
         "config": asdict(cfg),
         "definitions": {
@@ -258,7 +275,8 @@ def run_analyze(cfg: AnalyzeConfig, out: str | Path, *, loaded: LoadedModel | No
     for g in ("benign", "malicious", "pseudo"):
         hashes[g] = samples_hash([p.sample for p in prompts if p.group == g])
     run.write_metadata(command="analyze", config=asdict(cfg), seed=cfg.seed, data_hashes=hashes, model=variants[0].model,
-                       extra={"variants": [v.model for v in variants]})
+                       extra={"variants": [v.model for v in variants], "processes": world,
+                              "prompts_by_process": [sum(n) for n in zip(*(v.by_process for v in variants))]})
     return metrics
 
 

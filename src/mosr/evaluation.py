@@ -6,6 +6,9 @@ Run folder layout (all written atomically or appended line by line):
 * ``eval_config.json`` — the generation settings; a resumed run must match them.
 * ``completions.jsonl`` — one record per (dataset, attack, sample), appended batch by batch, so an
   interrupted run resumes where it stopped and decodes the remaining prompts in the same batches.
+  Under several processes (:mod:`mosr.distributed`) each process but the main one appends to its own
+  ``completions.rankN.jsonl``; the main process merges those into ``completions.jsonl`` at the end,
+  and at the start of any later run, so an interrupted run resumes with any number of processes.
 * ``perplexity.jsonl`` — reference-answer NLL per capability sample.
 * ``judgments.jsonl`` — one verdict per completion (rewritten by ``mosr judge``).
 * ``metrics.json``, ``summary.md``, ``rates.png``.
@@ -13,6 +16,7 @@ Run folder layout (all written atomically or appended line by line):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -25,16 +29,18 @@ import torch
 
 from mosr.attacks import get_attack
 from mosr.data import Sample, samples_hash
+from mosr.distributed import ProcessGroup, process_group
 from mosr.errors import ConfigError, MosrError, RunError
 from mosr.generation import generate
 from mosr.eval_config import LONG_PROMPTS, EvalConfig, config_tasks, record_key, task_samples  # noqa: F401 (re-exported)
+from mosr.eval_store import RANK_JOURNAL, merge_completions, prune_completions  # noqa: F401 (re-exported)
 from mosr.eval_summary import headline, plot_rates, summary_markdown  # noqa: F401 (re-exported)
 from mosr.judges import Judge, resolve_judge
 from mosr.metrics import compute_metrics  # noqa: F401 (re-exported)
 from mosr.models import ADAPTER_WEIGHTS, LoadedModel, context_length, encode_chat_pair, file_sha256, format_prompt, load_model
 from mosr.progress import progress
 from mosr.records import COMPLETIONS, JUDGMENTS, METRICS, PERPLEXITY, JudgmentRecord, read_judgments, write_judgments, write_jsonl
-from mosr.runs import LOCK_FILE, RunDir, check_run_kind, iter_jsonl, repair_jsonl
+from mosr.runs import LOCK_FILE, RunDir, check_run_kind
 from mosr.suites import Task
 
 log = logging.getLogger(__name__)
@@ -153,48 +159,22 @@ def check_resumable(run: RunDir, config: EvalConfig) -> None:
                        "to resume, or use a new --out folder")
 
 
-def _wanted(plans: list[TaskPlan], settings: str) -> dict[str, tuple[str, str, str]]:
-    return {k: (p.data_hash, h, settings) for p in plans for k, h in zip(p.keys, p.prompt_hashes)}
-
-
-def prune_completions(run: RunDir, plans: list[TaskPlan], settings: str) -> dict[str, dict[str, Any]]:
-    """Keep only the stored completions this request asks for, made from the same data, prompt and settings.
-
-    The file is rewritten (atomically) when anything is dropped, so the folder never mixes runs.
-    Returns the kept records by key.
-    """
-    path = run / COMPLETIONS
-    repair_jsonl(path)
-    wanted = _wanted(plans, settings)
-    kept: dict[str, dict[str, Any]] = {}
-    dropped = 0
-    for rec in iter_jsonl(path):
-        key = rec.get("key")
-        if key in wanted and key not in kept and (rec.get("data_hash"), rec.get("prompt_hash"), rec.get("settings_hash")) == wanted[key]:
-            kept[key] = rec
-        else:
-            dropped += 1
-    if dropped:
-        log.warning("%s: dropped %d stored completions that this request does not ask for or that other data, prompts or "
-                    "settings produced; they are generated again where needed", run.path, dropped)
-        _rewrite(run, [kept[k] for k in wanted if k in kept])
-    return kept
-
-
-def _rewrite(run: RunDir, records: list[dict[str, Any]]) -> None:
-    write_jsonl(run, COMPLETIONS, records)
-
-
-def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: list[TaskPlan] | None = None) -> list[dict[str, Any]]:
+def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: list[TaskPlan] | None = None, *,
+                         group: ProcessGroup | None = None) -> list[dict[str, Any]]:
     """Generate (or resume) the completions of every task; returns exactly the requested records, in task order.
 
     A stored record is reused only when its key, data hash, prompt hash and settings hash all match;
-    at the end ``completions.jsonl`` holds exactly these records in task order.
+    at the end ``completions.jsonl`` holds exactly these records in task order. Under several
+    processes (``group``) each one decodes whole batches of the one-process plan, dealt round-robin;
+    the main process merges them and returns the records, the others return ``[]``.
     """
+    group = group or ProcessGroup()
     plans = plans if plans is not None else plan_tasks(loaded, config)
     settings = settings_hash(loaded, config)
-    existing = prune_completions(run, plans, settings)
-    out: list[dict[str, Any]] = []
+    existing = group.on_main(lambda: prune_completions(run, plans, settings))
+    journal = COMPLETIONS if group.is_main else RANK_JOURNAL.format(group.rank)
+    owns = group.dealer()
+    generated = [0]
     for plan in plans:
         task = plan.task
         done = [k in existing for k in plan.keys]
@@ -217,17 +197,18 @@ def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir, p
                         rec["model_prompt"] = plan.model_prompts[i]
                     existing[plan.keys[i]] = rec
                     recs.append(rec)
-                run.append_jsonl(COMPLETIONS, recs)
+                run.append_jsonl(journal, recs)
+                generated[0] += len(recs)
 
             generate(
                 loaded, plan.model_prompts, response_prefixes=plan.prefills,
                 max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, system=config.system,
                 desc=f"{task.dataset} [{task.attack}]", on_batch=save, done=done, max_batch_tokens=config.max_batch_tokens,
+                owns=owns,
             )
-        out.extend(existing[k] for k in plan.keys)
-    if [r["key"] for r in run.read_jsonl(COMPLETIONS)] != [r["key"] for r in out]:
-        _rewrite(run, out)  # task order, so a resumed run's file is the same as an uninterrupted run's
-    return out
+    by_process = group.gather(generated[0])  # also waits until every process has written its journal
+    stored = existing if group.world == 1 else None  # else merged from the folder and the journals
+    return group.on_main(lambda: merge_completions(run, plans, settings, stored, by_process), share=False) or []
 
 
 @torch.inference_mode()
@@ -338,8 +319,10 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
     Everything that can refuse the run (judge, datasets, model, prompt lengths, the folder's settings)
     is checked before anything is written; a refused command leaves the folder as it was. ``judge``
     overrides ``config.judge`` with a judge object of the caller's (any :class:`mosr.judges.Judge`);
-    its ``name`` is recorded.
+    its ``name`` is recorded. Launched on several processes (docs/EVALUATION.md, "Several processes"),
+    they share the generation and the main one writes the folder; every process returns the metrics.
     """
+    group = process_group()
     judge = resolve_judge(judge if judge is not None else config.judge)  # fail on an unknown judge before any generation
     if judge.name != config.judge:
         config.judge = judge.name
@@ -347,7 +330,7 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
     for t in tasks:
         task_samples(t, config.limit, config)  # fail on a bad dataset before the model loads
     if loaded is None:
-        loaded = load_model(config.model, config.adapter)  # fails before anything is written
+        loaded = load_model(config.model, config.adapter, device=group.device)  # fails before anything is written
     plans = plan_tasks(loaded, config)
     from mosr.steering.eval import steering_for_eval  # mosr.steering imports this module
 
@@ -357,41 +340,51 @@ def run_eval(config: EvalConfig, out: str | Path, *, loaded: LoadedModel | None 
     if (out / "eval_config.json").is_file():
         check_resumable(RunDir(out, create=False), config)
     fresh, existed = not (out / "run.json").is_file(), out.exists()
-    run = RunDir(out)
     try:
-        with run.lock("mosr eval"):
-            if (out / "eval_config.json").is_file():
-                check_resumable(run, config)  # again, now that no other command can change the folder
-            records = _accepted_eval(loaded, config, run, plans, fresh, steering, steering_meta)
-            return finish_run(run, judge, records)
+        with contextlib.ExitStack() as held:
+
+            def accept() -> RunDir:
+                run = RunDir(out)
+                held.enter_context(run.lock("mosr eval"))
+                if (out / "eval_config.json").is_file():
+                    check_resumable(run, config)  # again, now that no other command can change the folder
+                return run
+
+            run = group.on_main(accept, share=False) or RunDir(out, create=False)
+            records = _accepted_eval(loaded, config, run, plans, fresh, steering, steering_meta, group)
+            return group.on_main(lambda: finish_run(run, judge, records))
     except MosrError:
-        if not existed and [p.name for p in run.path.iterdir()] == [LOCK_FILE]:
-            (run / LOCK_FILE).unlink()
-            run.path.rmdir()  # a failed first run leaves no folder behind
+        if group.is_main and not existed and out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+            (out / LOCK_FILE).unlink()
+            out.rmdir()  # a failed first run leaves no folder behind
         raise
 
 
 def _accepted_eval(
     loaded: LoadedModel, config: EvalConfig, run: RunDir, plans: list[TaskPlan], fresh: bool,
-    steering: Any, steering_meta: dict[str, Any] | None,
+    steering: Any, steering_meta: dict[str, Any] | None, group: ProcessGroup,
 ) -> list[dict[str, Any]]:
-    """Write the metadata, then generate; a failed first run takes its metadata back."""
-    try:
-        settings = settings_hash(loaded, config)
+    """Write the metadata (main process), then generate; a failed first run takes its metadata back."""
+    settings = settings_hash(loaded, config)
+
+    def write_metadata() -> None:
         run.write_json("eval_config.json", config.generation_key())
         for name in DERIVED:
             (run / name).unlink(missing_ok=True)  # remade below from exactly the requested completions
         run.write_metadata(command="eval", config=asdict(config), seed=config.seed, model=loaded.describe(),
                            data_hashes={p.task.dataset: p.data_hash for p in plans},
                            extra={"expected_completions": sum(len(p.keys) for p in plans),
-                                  "truncated_prompts": sum(len(p.truncated) for p in plans),
+                                  "truncated_prompts": sum(len(p.truncated) for p in plans), "processes": group.world,
                                   **({"steering": steering_meta} if steering_meta else {})})
+
+    try:
+        group.on_main(write_metadata)
         torch.manual_seed(config.seed)
         with steering(loaded):
-            records = generate_completions(loaded, config, run, plans)
-        _update_perplexity(loaded, config, run, plans, settings)
+            records = generate_completions(loaded, config, run, plans, group=group)
+        group.on_main(lambda: _update_perplexity(loaded, config, run, plans, settings))
     except MosrError:
-        if fresh and not run.read_jsonl(COMPLETIONS):
+        if group.is_main and fresh and not run.read_jsonl(COMPLETIONS):
             for name in ("run.json", "eval_config.json", COMPLETIONS):
                 (run / name).unlink(missing_ok=True)
         raise

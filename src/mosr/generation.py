@@ -173,6 +173,7 @@ def generate(
     on_batch: Callable[[list[int], list[str]], None] | None = None,
     done: Sequence[bool] | None = None,
     max_batch_tokens: int | None = None,
+    owns: Callable[[int], bool] | None = None,
 ) -> list[str]:
     """Greedy completions for raw user prompts, in the order given.
 
@@ -183,6 +184,8 @@ def generate(
     already finished; batches made only of those are skipped and return ``""``) decodes every
     remaining prompt in exactly the batch it had in an uninterrupted run. ``max_batch_tokens`` bounds
     each batch by rows x (longest prompt + ``max_new_tokens``), so memory stays within a stated budget.
+    ``owns(batch_index)``, asked once for every batch of that plan in order, leaves the batches it
+    declines to other data-parallel processes (:mod:`mosr.distributed`); their prompts return ``""``.
     """
     config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, max_batch_tokens=max_batch_tokens)
     if response_prefixes is not None and len(response_prefixes) != len(prompts):
@@ -202,8 +205,8 @@ def generate(
     results: list[str | None] = [None] * len(texts)
     bar = progress(total=len(texts), desc=desc, unit="prompt")
     try:
-        for idx in batches:
-            if done is not None and all(done[i] for i in idx):
+        for b, idx in enumerate(batches):
+            if (owns is not None and not owns(b)) or (done is not None and all(done[i] for i in idx)):
                 bar.update(len(idx))
                 continue
             token_lists = _generate_batch(loaded, [texts[i] for i in idx], config.max_new_tokens, stop_ids)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mosr.distributed import ProcessGroup
 from mosr.errors import ConfigError, DataError, RunError
 from mosr.models import LoadedModel, check_layers, find_layers, format_prompt
 from mosr.progress import progress
@@ -56,6 +57,7 @@ class Representations:
     pooling: str
     ids: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    by_process: list[int] = field(default_factory=list, repr=False)  # prompts each process extracted; [] from the cache
 
     def layer(self, layer: int) -> np.ndarray:
         """Vectors ``[n_prompts, hidden]`` of one decoder layer (its model index, not its position)."""
@@ -250,12 +252,17 @@ def extract(
     padding_side: Literal["left", "right"] | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     desc: str = "extract",
+    group: ProcessGroup | None = None,
 ) -> Representations:
     """Pooled representations of ``prompts`` at ``layers`` (default: all), cached under ``cache_dir``.
 
     Prompts are raw user turns; the chat template is applied here. Batches are length-sorted and each
     batch is written to disk (or to memory when ``cache_dir`` is None) as soon as it is computed.
+    Under several processes (``group``, :mod:`mosr.distributed`) the batches are dealt round-robin,
+    every process receives the others' vectors, and only the main process writes the cache; each
+    prompt is computed in the same batch as with one process (``by_process`` counts each one's share).
     """
+    group = group or ProcessGroup()
     if not prompts:
         raise DataError("no prompts to extract representations for")
     if batch_size < 1:
@@ -274,7 +281,7 @@ def extract(
     data_hash = texts_hash(ids, prompts, responses)
     key = cache_key(loaded, data_hash, chosen, pooling, system)
     target = Path(cache_dir) / f"reps-{key}" if cache_dir is not None else None
-    if target is not None and target.with_suffix(".npy").is_file() and target.with_suffix(".json").is_file():
+    if target is not None and group.on_main(lambda: target.with_suffix(".npy").is_file() and target.with_suffix(".json").is_file()):
         log.info("representations cache hit: %s", target)
         return Representations.load(target)
 
@@ -282,7 +289,7 @@ def extract(
     hidden = int(getattr(getattr(model, "config", None), "hidden_size", 0)) or _probe_hidden(model, tok, encoded[0], chosen[0])
     shape = (len(prompts), len(chosen), hidden)
     partial = None
-    if target is not None:
+    if target is not None and group.is_main:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".partial.npy")
         out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=shape)
@@ -292,13 +299,21 @@ def extract(
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].ids))
     batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     n_tokens = sum(len(e.ids) for e in encoded)
-    padded = 0
+    padded = sum(len(batch) * max(len(encoded[i].ids) for i in batch) for batch in batches)
+    owns = group.dealer()
+    mine = [batch for b, batch in enumerate(batches) if owns is None or owns(b)]
     start = time.perf_counter()
     try:
-        for batch in progress(batches, desc=desc, unit="batch"):
+        for batch in progress(mine, desc=desc, unit="batch"):
             rows = [encoded[i] for i in batch]
-            padded += len(rows) * max(len(r.ids) for r in rows)
             out[batch] = forward_pooled(model, rows, chosen, pooling, pad_id=pad_id, padding_side=side).numpy()
+        by_process = [len(prompts)]
+        if group.world > 1:
+            parts = group.gather([(batch, np.array(out[batch])) for batch in mine])
+            for part in parts:
+                for batch, vectors in part:
+                    out[batch] = vectors
+            by_process = [sum(len(batch) for batch, _ in part) for part in parts]
         seconds = time.perf_counter() - start
         meta = {
             "cache_key": key, "model": loaded.fingerprint, "spec": loaded.spec, "adapter": loaded.adapter,
@@ -306,13 +321,14 @@ def extract(
             "padding_side": side, "batch_size": batch_size, "n_tokens": n_tokens, "n_padded_tokens": padded,
             "seconds": round(seconds, 3),
         }
-        reps = Representations(out, chosen, pooling, ids, meta)
-        if target is not None and partial is not None:
+        reps = Representations(out, chosen, pooling, ids, meta, by_process)
+        if target is not None and partial is not None:  # the main process writes the cache
             out.flush()
             del out
             os.replace(partial, target.with_suffix(".npy"))
             _write_sidecar(target.with_suffix(".json"), reps)
-            return Representations.load(target)
+            reps = Representations.load(target)
+            reps.by_process = by_process
         return reps
     finally:
         if partial is not None and partial.exists():

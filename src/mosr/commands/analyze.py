@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mosr.analysis_run import DEFAULT_BENIGN, DEFAULT_MALICIOUS, DEFAULT_PSEUDO, AnalyzeConfig, parse_layers, run_analyze
+from mosr.distributed import process_group
 from mosr.representations import POOLINGS
 
 
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, cache_dir=args.cache_dir,
     )
     metrics = run_analyze(cfg, args.out)
+    if not process_group().is_main:
+        return 0  # several processes: the main one reports
     for v in metrics["variants"]:
         best = max(v["layers"], key=lambda x: x["probe_accuracy"])
         print(f"{v['name']}: best probe accuracy {best['probe_accuracy']:.3f} at layer {best['layer']}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mosr.distributed import process_group
 from mosr.evaluation import EvalConfig, headline, run_eval
 
 
@@ -50,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         long_prompts=args.long_prompts, max_batch_tokens=args.max_batch_tokens,
     )
     metrics = run_eval(config, args.out)
+    if not process_group().is_main:
+        return 0  # several processes: the main one reports
     for name, value in headline(metrics).items():
         print(f"{name:24} {value.fmt() if hasattr(value, 'fmt') else f'{value:.2f}'}")
     print(f"results: {args.out}/summary.md")
