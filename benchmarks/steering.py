@@ -77,22 +77,34 @@ def main() -> None:
 
         sel = json.loads(open(os.path.join(out, name, "selection.json")).read())
         plain, steered = [], []
+        n_tokens = {}
+
+        def count(texts: list[str]) -> int:
+            return sum(len(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])
+
         for _ in range(args.repeats):
             t = time.perf_counter()
-            generate(loaded, prompts, max_new_tokens=args.gen_tokens, batch_size=args.batch_size)
+            texts = generate(loaded, prompts, max_new_tokens=args.gen_tokens, batch_size=args.batch_size)
             plain.append(time.perf_counter() - t)
+            n_tokens["plain"] = count(texts)
             with steer(loaded, art):
                 t = time.perf_counter()
-                generate(loaded, prompts, max_new_tokens=args.gen_tokens, batch_size=args.batch_size)
+                texts = generate(loaded, prompts, max_new_tokens=args.gen_tokens, batch_size=args.batch_size)
                 steered.append(time.perf_counter() - t)
+            n_tokens["steered"] = count(texts)
+        # steering changes the answers, and so their lengths: the time per generated token is the fair cost
+        per_token = ((min(steered) / n_tokens["steered"]) / (min(plain) / n_tokens["plain"]) - 1
+                     if n_tokens["steered"] and n_tokens["plain"] else float("nan"))
         rows.append({
             "method": name, "candidates": len(sel["candidates"]), "data s": f"{sel['timings']['data_s']:.1f}", "extract s": f"{sel['timings']['extract_s']:.1f}",
             "select s": f"{sel['timings']['select_s']:.1f}", "total min": "reused" if reused else f"{total / 60:.2f}",
             "chosen": ", ".join(f"{k}={v}" for k, v in sel["chosen"].items()),
             "gen s plain": f"{min(plain):.2f}", "gen s steered": f"{min(steered):.2f}",
-            "overhead": f"{min(steered) / min(plain) - 1:+.1%}",
+            "tokens plain": n_tokens["plain"], "tokens steered": n_tokens["steered"],
+            "overhead": f"{min(steered) / min(plain) - 1:+.1%}", "overhead per token": f"{per_token:+.1%}",
         })
-    print_table(rows, ["method", "candidates", "data s", "extract s", "select s", "total min", "chosen", "gen s plain", "gen s steered", "overhead"])
+    print_table(rows, ["method", "candidates", "data s", "extract s", "select s", "total min", "chosen", "gen s plain", "gen s steered",
+                       "tokens plain", "tokens steered", "overhead", "overhead per token"])
     print(f"steering runs: {out}")
 
 
