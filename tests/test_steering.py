@@ -409,3 +409,11 @@ def test_scans_prefill_reuses_the_classification_cache(tiny):
     assert torch.allclose(one_prefill, two_prefill, atol=1e-4)
     assert torch.allclose(one_step, two_step, atol=1e-4)
     assert not torch.allclose(one_prefill, plain, atol=1e-4), "steering should change the prefill logits"
+
+
+def test_reports_name_and_describe_the_steering_rows():
+    from mosr.report_rows import method_summary, method_title
+
+    for name in ("refusal-direction", "scans", "alphasteer"):
+        assert method_title(name) != name and method_summary(name, "MISSING") != "MISSING"
+    assert method_title("no-such-method") == "no-such-method"

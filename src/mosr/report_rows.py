@@ -15,17 +15,18 @@ from typing import Any
 from mosr.methods import all_by_name
 from mosr.metrics import Rate
 from mosr.records import eval_rates, reference_perplexity
+from mosr.steering.names import DESCRIPTIONS as STEERING
 
 
 def method_title(name: str) -> str:
-    """The row name of a registered method (:mod:`mosr.methods`), or ``name`` itself."""
+    """The row name of a registered method (:mod:`mosr.methods`) or steering method, or ``name`` itself."""
     method = all_by_name().get(name)
-    return method.title if method else name
+    return method.title if method else STEERING.get(name, (name, ""))[0]
 
 
 def method_summary(name: str, missing: str = "") -> str:
     method = all_by_name().get(name)
-    return method.summary if method else missing
+    return method.summary if method else STEERING.get(name, ("", missing))[1]
 
 
 @dataclass
