@@ -5,7 +5,9 @@
 
 Each method runs the same code as `mosr steer` (into --out/METHOD), with the budget given. The
 generation overhead compares greedy generation of --gen-prompts test prompts with the chosen
-artifact against no steering, on the same warm model, best of --repeats alternating runs.
+artifact against no steering, on the same warm model, best of --repeats alternating runs; every
+row decodes exactly --gen-tokens tokens (end-of-turn ignored), since steering changes where
+answers end and so how much work a run does.
 Targets (issue 16): extraction + selection <= 10 min per method on the default model on 2 CPU
 cores, and steering adds <= 10% to generation time.
 """
@@ -77,34 +79,23 @@ def main() -> None:
 
         sel = json.loads(open(os.path.join(out, name, "selection.json")).read())
         plain, steered = [], []
-        n_tokens = {}
-
-        def count(texts: list[str]) -> int:
-            return sum(len(ids) for ids in loaded.tokenizer(texts, add_special_tokens=False)["input_ids"])
-
         for _ in range(args.repeats):
             t = time.perf_counter()
-            texts = generate(loaded, prompts, max_new_tokens=args.gen_tokens, batch_size=args.batch_size)
+            generate(loaded, prompts, max_new_tokens=args.gen_tokens, batch_size=args.batch_size, ignore_eos=True)
             plain.append(time.perf_counter() - t)
-            n_tokens["plain"] = count(texts)
             with steer(loaded, art):
                 t = time.perf_counter()
-                texts = generate(loaded, prompts, max_new_tokens=args.gen_tokens, batch_size=args.batch_size)
+                generate(loaded, prompts, max_new_tokens=args.gen_tokens, batch_size=args.batch_size, ignore_eos=True)
                 steered.append(time.perf_counter() - t)
-            n_tokens["steered"] = count(texts)
-        # steering changes the answers, and so their lengths: the time per generated token is the fair cost
-        per_token = ((min(steered) / n_tokens["steered"]) / (min(plain) / n_tokens["plain"]) - 1
-                     if n_tokens["steered"] and n_tokens["plain"] else float("nan"))
         rows.append({
             "method": name, "candidates": len(sel["candidates"]), "data s": f"{sel['timings']['data_s']:.1f}", "extract s": f"{sel['timings']['extract_s']:.1f}",
             "select s": f"{sel['timings']['select_s']:.1f}", "total min": "reused" if reused else f"{total / 60:.2f}",
             "chosen": ", ".join(f"{k}={v}" for k, v in sel["chosen"].items()),
             "gen s plain": f"{min(plain):.2f}", "gen s steered": f"{min(steered):.2f}",
-            "tokens plain": n_tokens["plain"], "tokens steered": n_tokens["steered"],
-            "overhead": f"{min(steered) / min(plain) - 1:+.1%}", "overhead per token": f"{per_token:+.1%}",
+            "overhead": f"{min(steered) / min(plain) - 1:+.1%}",
         })
     print_table(rows, ["method", "candidates", "data s", "extract s", "select s", "total min", "chosen", "gen s plain", "gen s steered",
-                       "tokens plain", "tokens steered", "overhead", "overhead per token"])
+                       "overhead"])
     print(f"steering runs: {out}")
 
 

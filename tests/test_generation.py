@@ -52,3 +52,24 @@ def _naive_prefill(loaded, prompt, prefix, n):
     ids = tok(format_prompt(tok, prompt, response_prefix=prefix), return_tensors="pt", add_special_tokens=False)
     out = loaded.model.generate(**ids, max_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
     return tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_ignore_eos_decodes_every_row_to_the_limit(monkeypatch):
+    """Benchmarks time equal work: with ignore_eos no stop token ends a row."""
+    import mosr.generation as gen
+    from mosr.testing import tiny_model
+
+    seen: list[list[int]] = []
+    real = gen._generate_batch
+
+    def spy(loaded, texts, max_new_tokens, stop_ids):
+        seen.append(list(stop_ids))
+        return real(loaded, texts, max_new_tokens, stop_ids)
+
+    monkeypatch.setattr(gen, "_generate_batch", spy)
+    loaded = tiny_model()
+    gen.generate(loaded, ["hi there", "how are you"], max_new_tokens=4)
+    gen.generate(loaded, ["hi there", "how are you"], max_new_tokens=4, ignore_eos=True)
+    assert seen[0] and seen[1] == []
+    tok_lists = real(loaded, ["a b c"], 6, [])
+    assert [len(t) for t in tok_lists] == [6]

@@ -174,6 +174,7 @@ def generate(
     done: Sequence[bool] | None = None,
     max_batch_tokens: int | None = None,
     owns: Callable[[int], bool] | None = None,
+    ignore_eos: bool = False,
 ) -> list[str]:
     """Greedy completions for raw user prompts, in the order given.
 
@@ -186,6 +187,8 @@ def generate(
     each batch by rows x (longest prompt + ``max_new_tokens``), so memory stays within a stated budget.
     ``owns(batch_index)``, asked once for every batch of that plan in order, leaves the batches it
     declines to other data-parallel processes (:mod:`mosr.distributed`); their prompts return ``""``.
+    ``ignore_eos`` (benchmarks only) decodes exactly ``max_new_tokens`` for every row, so two
+    settings that end answers at different points can be timed on the same amount of work.
     """
     config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, max_batch_tokens=max_batch_tokens)
     if response_prefixes is not None and len(response_prefixes) != len(prompts):
@@ -201,7 +204,7 @@ def generate(
     lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
     batches = plan_batches(lengths, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
                            max_batch_tokens=config.max_batch_tokens)
-    stop_ids = stop_token_ids(tok)
+    stop_ids = [] if ignore_eos else stop_token_ids(tok)
     results: list[str | None] = [None] * len(texts)
     bar = progress(total=len(texts), desc=desc, unit="prompt")
     try:
