@@ -14,7 +14,9 @@ block raises. How each method acts:
 * ``scans``: before the prompt pass, one extra forward pass on ``prompt + response start`` gives
   each query's transition cosine; queries at or above the threshold are steered towards refusal
   (``+strength * r_l``), the others away from it (``-strength * r_l``), on the last prompt position
-  and every generated token. The per-row decision follows rows that :mod:`mosr.generation` drops
+  and every generated token. On a generation prefill (``use_cache=True``, empty cache) that extra
+  pass also fills the KV cache, and the prompt pass then runs on the last prompt token alone, so the
+  classifier costs the response start plus one position instead of a second prompt pass. The per-row decision follows rows that :mod:`mosr.generation` drops
   from a batch when they finish (:func:`mosr.generation.on_rows_kept`).
 """
 
