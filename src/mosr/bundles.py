@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from mosr.errors import RunError
-from mosr.runs import atomic_write_bytes, dumps, now_iso, run_kind
+from mosr.runs import atomic_write_bytes, dumps, now_iso, read_json_file, run_kind
+from mosr.stages import STAGE_FILE, stage_done
 
 BUNDLE_FILE = "bundle.json"
 FORMAT = 1
@@ -55,20 +55,17 @@ def is_bundle(folder: str | os.PathLike[str]) -> bool:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path} cannot be read ({exc})") from exc
+    return read_json_file(path, RunError, "export the bundle (or finish the run) again")
 
 
 def _stage_info(run: Path) -> dict[str, Any] | None:
     """The experiment stage the folder is (name, kind, hash, inputs), or None for a standalone run."""
-    path = run / "stage.json"
+    path = run / STAGE_FILE
     if not path.is_file():
         return None
     info = _read_json(path)
-    done = run / "DONE"
-    if not done.is_file() or done.read_text(encoding="utf-8").strip() != info.get("hash"):
+    key = info.get("hash")
+    if not isinstance(key, str) or not stage_done(run, key):
         raise RunError(f"{run} is an unfinished experiment stage (no DONE with its hash); finish it with `mosr experiment` first")
     return {k: info.get(k) for k in ("name", "kind", "hash", "inputs", "seconds")}
 

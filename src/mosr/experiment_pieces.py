@@ -108,7 +108,7 @@ class Pieces:
         if self.bundles is None or stage.kind not in FILES:
             return
         path = bundle_path(self.bundles, stage.name)
-        if _bundle_hash(path) == stage.key:
+        if _bundle_stage(path).get("hash") == stage.key:
             return
         export_bundle(folder, path)
         log.info("stage %s: exported to %s", stage.name, path)
@@ -122,17 +122,14 @@ class Pieces:
         return out + [StageReport(name, kinds[name], "missing", 0.0) for name in self.missing]
 
 
-def _bundle_hash(path: Path) -> str | None:
-    if not is_bundle(path):
-        return None
+def _bundle_stage(path: Path | None) -> dict[str, Any]:
+    """The stage a bundle was exported from (``hash``, ``inputs``...), or {} when there is no readable bundle."""
+    if path is None or not is_bundle(path):
+        return {}
     try:
-        return (read_bundle_info(path).get("stage") or {}).get("hash")
+        return read_bundle_info(path).get("stage") or {}
     except RunError:
-        return None  # a damaged bundle.json: export replaces it
-
-
-def _bundle_inputs(path: Path) -> Any:
-    return (read_bundle_info(path).get("stage") or {}).get("inputs")
+        return {}  # a damaged bundle.json: export replaces it
 
 
 def _from_bundle(folder: Path) -> str | None:
@@ -148,11 +145,12 @@ def prepare(stages: Sequence[Stage], root: Path, bundles: Path | None, required:
     source: dict[str, str] = {}  # name -> here | bundle | rejudge | run | missing
     for stage in stages:
         folder, path = root / stage.name, bundle_path(bundles, stage.name) if bundles else None
+        bundled = _bundle_stage(path)  # bundle.json read once per stage
         if stage_done(folder, stage.key):
             source[stage.name] = "bundle-here" if _from_bundle(folder) else "here"
-        elif path is not None and _bundle_hash(path) == stage.key:
+        elif bundled.get("hash") == stage.key:
             source[stage.name] = "bundle"
-        elif path is not None and stage.name in required and _bundle_hash(path) and reusable_inputs(stage, _bundle_inputs(path)):
+        elif stage.name in required and bundled.get("hash") and reusable_inputs(stage, bundled.get("inputs")):
             source[stage.name] = "rejudge"
         else:
             source[stage.name] = "run" if stage.name in required else "missing"

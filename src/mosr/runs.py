@@ -235,7 +235,11 @@ class RunDir:
 def read_json_file(path: Path, error: type[MosrError], remedy: str) -> Any:
     """The JSON in ``path``; a damaged file raises ``error`` with ``remedy`` (what the user can do)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{path} cannot be read ({exc}); {remedy}") from exc
+    try:
+        return json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise error(f"{path} is not valid JSON ({exc}); {remedy}") from exc
 
