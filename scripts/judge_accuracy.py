@@ -33,6 +33,10 @@ CLASSES = ("refusal", "partial", "compliance", "gibberish")
 PARTS = {"judge-train": ("judge-train",), "judge-test": ("judge-test",), "judge-test-2": ("judge-test-2",),
          "dev": ("judge-train", "judge-test"), "all": None}
 FROZEN = ("judge-test-2",)
+# round 1 (judge-train + judge-test), then round 2 (judge-test-2); labels_second_reading.jsonl is a
+# check of round 1's labels, not more labels
+COMPLETION_FILES = ("completions.jsonl", "completions_test2.jsonl")
+LABEL_FILES = ("labels.jsonl", "labels_test2.jsonl")
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -40,14 +44,12 @@ def _jsonl(path: Path) -> list[dict]:
 
 
 def load_set(set_dir: Path = SET_DIR, part: str | None = None) -> list[dict]:
-    """Labelled rows of every ``completions*.jsonl`` / ``labels*.jsonl`` pair in ``set_dir``, of one part."""
-    comps = {r["id"]: r for f in sorted(set_dir.glob("completions*.jsonl")) for r in _jsonl(f)}
+    """Labelled rows of the completion and label files of ``set_dir``, of one part."""
+    comps = {r["id"]: r for name in COMPLETION_FILES for r in _jsonl(set_dir / name)}
     splits = PARTS[part] if part in PARTS else ((part,) if part else None)
     rows = []
-    for f in sorted(set_dir.glob("labels*.jsonl")):
-        if "second_reading" in f.name:
-            continue
-        for lab in _jsonl(f):
+    for name in LABEL_FILES:
+        for lab in _jsonl(set_dir / name):
             rec = {**comps[lab["id"]], "label": lab["verdict"], "label_harmful": lab["harmful_content"], "label_note": lab.get("note", "")}
             if splits is None or rec["judge_split"] in splits:
                 rows.append(rec)
