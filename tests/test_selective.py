@@ -13,7 +13,7 @@ from mosr.testing import tiny_model, toy_train_config, toy_training_data
 from mosr.training import REFUSAL_TEMPLATES, Pair, TrainConfig, TrainingData, train
 from mosr.training import losses
 from mosr.training.config import METHODS, VARIANTS
-from mosr.training.trainer import COMPLIANCE, REFUSAL, Encoded, StepModule, Trainer, _scope_mask
+from mosr.training.trainer import BENIGN, COMPLIANCE, REFUSAL, Encoded, StepModule, Trainer, _scope_mask
 
 N_LAYERS = 6
 
@@ -99,6 +99,9 @@ def test_new_keys_default_to_the_old_behaviour_and_validate():
                        ({"method": "refusal-sft", "c_ret_floor": 1.0}, "^c_ret_floor: method refusal-sft has no"),
                        ({"compliance_gamma": 1.0, "pseudo_datasets": [], "method": "rr"}, "^compliance_gamma > 0 needs pseudo_datasets"),
                        ({"xb_schedule_span": 0.5}, "^xb_schedule_span must be >= 1"),
+                       ({"retain_gamma": -1}, "^retain_gamma must be >= 0"),
+                       ({"method": "refusal-sft", "retain_gamma": 1.0}, "^retain_gamma: method refusal-sft already has"),
+                       ({"retain_gamma": 1.0, "retain_datasets": []}, "retain_datasets"),
                        ({"data_judge": "oracle"}, "^data_judge: unknown judge"),
                        ({"erase_tokens": "prompt"}, "^erase_tokens: expected")]:
         with pytest.raises(ConfigError, match=match):
@@ -292,6 +295,22 @@ def test_compliance_ce_trains_the_pseudo_answers(tmp_path):
     result = train(cfg(compliance_gamma=0.5, steps=2), tmp_path / "run", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
     assert all(math.isfinite(h["compliance_ce"]) for h in result.history)
     assert "compliance_ce" in (tmp_path / "run" / "losses.csv").read_text().splitlines()[0]
+
+
+def test_retain_ce_trains_the_ordinary_answers_of_a_representation_method(tmp_path):
+    t = trainer(tmp_path, retain_gamma=0.5)
+    inp = t.make_inputs(0)
+    got = t.tok.decode(inp.ce_targets[inp.ce_groups == BENIGN].tolist())
+    assert "silver moon" in got and "poem about" not in got  # the answer is trained, the prompt is not
+    out = t.step_module(inp)
+    loss, parts = t.compute_loss(out, inp, 0)
+    assert math.isfinite(parts["ce_retain"])
+    t0 = trainer(tmp_path / "zero", retain_gamma=0.5)
+    t0.cfg.retain_gamma = 0.0  # same rows, weight 0: the term is the only difference
+    loss0, _ = t0.compute_loss(out, inp, 0)
+    assert float(loss - loss0) == pytest.approx(0.5 * parts["ce_retain"], rel=1e-4)
+    off = trainer(tmp_path / "off").make_inputs(0)
+    assert off.ce_groups is None or not bool((off.ce_groups == BENIGN).any())
 
 
 def test_beta_warmup_and_c_ret_floor(tmp_path):

@@ -143,6 +143,10 @@ class TrainConfig:
     compliance_gamma: float = _f(0.0, "weight gamma of a cross-entropy on pseudo-malicious prompts with the base model's own "
                                  "answers that data_judge calls compliance (0 = off)")
 
+    # output-level retain (ordinary instructions -> their retain answers)
+    retain_gamma: float = _f(0.0, "weight of a cross-entropy on the retain set's answers (ordinary instructions) for methods "
+                             "whose retain term is representational only (0 = off; refusal-sft and derta use sft_retain_weight)")
+
     # X-Boundary (method xboundary)
     xb_separation_weight: float = _f(1.0, "weight of the separation term relative to the erase term (both scaled by c_erase)")
     xb_schedule_span: float = _f(300 / 180, "xboundary schedule: c_ret = a*t/(span*T), c_erase = a*(1 - t/(span*T)); the public "
@@ -175,7 +179,8 @@ class TrainConfig:
                   "checkpoint_every": self.checkpoint_every, "refusal_beta": self.refusal_beta,
                   "sft_retain_weight": self.sft_retain_weight, "lora_b_init_std": self.lora_b_init_std,
                   "beta_warmup_steps": self.beta_warmup_steps, "c_ret_floor": self.c_ret_floor,
-                  "compliance_gamma": self.compliance_gamma, "xb_separation_weight": self.xb_separation_weight}
+                  "compliance_gamma": self.compliance_gamma, "xb_separation_weight": self.xb_separation_weight,
+                  "retain_gamma": self.retain_gamma}
         for key, value in nonneg.items():
             if value < 0:
                 raise ConfigError(f"{key} must be >= 0, got {value}")
@@ -217,6 +222,11 @@ class TrainConfig:
             raise ConfigError(f"c_ret_floor: method {self.method} has no representation retain term")
         if self.compliance_gamma > 0 and not self.pseudo_datasets:
             raise ConfigError("compliance_gamma > 0 needs pseudo_datasets (the prompts of the compliance cross-entropy)")
+        if self.retain_gamma > 0:
+            if spec.ce_retain:
+                raise ConfigError(f"retain_gamma: method {self.method} already has a retain cross-entropy; set sft_retain_weight")
+            if not self.retain_datasets:
+                raise ConfigError("retain_gamma > 0 needs retain_datasets (the ordinary instructions of the cross-entropy)")
         if self.erase_tokens == "response_and_last_prompt" and not spec.rep_loss:
             raise ConfigError(f"erase_tokens: method {self.method} has no erase term")
         from mosr.judges import JUDGES

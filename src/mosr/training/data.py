@@ -172,7 +172,7 @@ def build_training_data(loaded: LoadedModel, cfg: TrainConfig, *, evals: Sequenc
     evals = list(evals) if evals is not None else evaluation_samples()
     summary: dict[str, Any] = {}
     need_malicious = spec.rep_loss or spec.refusal_ce
-    need_benign = spec.rep_loss or spec.ce_retain
+    need_benign = spec.rep_loss or spec.ce_retain or cfg.retain_gamma > 0
     need_pseudo = spec.pseudo_retain or spec.oalw or cfg.compliance_gamma > 0
 
     pairs = _cap(_load_many(cfg.pair_datasets, "pair_datasets"), cfg.max_pairs) if need_malicious else []

@@ -167,7 +167,7 @@ class Trainer(ReferenceStats):
                 if row is not None:
                     weight = float(self.erase_weights[i]) if cfg.oalw_on_refusal else 1.0
                     ce_rows.append((row[0], row[1], REFUSAL, weight))
-        if self.spec.ce_retain:
+        if self.spec.ce_retain or cfg.retain_gamma > 0:
             for i in rng.sample(range(len(self.benign)), min(bs, len(self.benign))):
                 e = self.benign[i][1]
                 ce_rows.append((e.ids, _answer_labels(e), BENIGN, 1.0))
@@ -241,7 +241,8 @@ class Trainer(ReferenceStats):
                 weights["separation"] = c_erase * cfg.xb_separation_weight
         if "logits" in outputs:
             assert inp.ce_groups is not None and inp.ce_targets is not None and inp.ce_weights is not None
-            groups = ((REFUSAL, "refusal_ce", beta), (BENIGN, "ce_retain", cfg.sft_retain_weight), (COMPLIANCE, "compliance_ce", cfg.compliance_gamma))
+            retain_weight = cfg.sft_retain_weight if self.spec.ce_retain else cfg.retain_gamma
+            groups = ((REFUSAL, "refusal_ce", beta), (BENIGN, "ce_retain", retain_weight), (COMPLIANCE, "compliance_ce", cfg.compliance_gamma))
             for group, name, weight in groups:
                 sel = inp.ce_groups == group
                 if bool(sel.any()):
