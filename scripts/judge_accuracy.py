@@ -1,13 +1,13 @@
 """Accuracy of the judges against the hand labels of the judge set (docs/JUDGES.md).
 
 Reads ``results/judge_set/completions.jsonl`` and ``labels.jsonl``, runs each judge on one part of
-the set (``--part judge-train`` or ``dev`` while writing rules, ``judge-test-2`` once they are frozen) and prints,
+the set (``--part judge-train`` or ``dev`` while writing rules, ``judge-test-3`` once they are frozen) and prints,
 per judge and per source model: verdict agreement (4 classes), behaviour-view agreement on harmful
 prompts (defended = refusal or gibberish, against answered), harmful-content agreement, each with a
 95% Wilson interval, plus confusion matrices. ``--json`` writes every number to a file;
-``--errors`` prints the disagreements (never on judge-test-2, so the frozen test part is never read
-for tuning). judge-test was the test part of the first round: scored once, published, then read as
-development data (``dev`` = judge-train + judge-test).
+``--errors`` prints the disagreements (never on judge-test-3, so the frozen test part is never read
+for tuning). judge-test and judge-test-2 were the test parts of rounds 1 and 2: each scored once,
+published, then read as development data (``dev`` = judge-train + judge-test + judge-test-2).
 
     python scripts/judge_accuracy.py --part judge-train --judge keyword --errors
     python scripts/judge_accuracy.py --part judge-test --json results/judge_set/accuracy-test.json
@@ -28,15 +28,16 @@ SET_DIR = Path(__file__).resolve().parent.parent / "results" / "judge_set"
 CLASSES = ("refusal", "partial", "compliance", "gibberish")
 
 
-# judge-test was scored once (2026-12-05, published in docs/JUDGES.md) and then read for development,
-# like judge-train; judge-test-2 is drawn from prompts absent from both and is the frozen test part.
+# Each round's test part is scored once, published in docs/JUDGES.md and then read for development:
+# judge-test (round 1), judge-test-2 (round 2). judge-test-3 is drawn from prompts absent from all
+# earlier parts and is the frozen test part of round 3.
 PARTS = {"judge-train": ("judge-train",), "judge-test": ("judge-test",), "judge-test-2": ("judge-test-2",),
-         "dev": ("judge-train", "judge-test"), "all": None}
-FROZEN = ("judge-test-2",)
-# round 1 (judge-train + judge-test), then round 2 (judge-test-2); labels_second_reading.jsonl is a
-# check of round 1's labels, not more labels
-COMPLETION_FILES = ("completions.jsonl", "completions_test2.jsonl")
-LABEL_FILES = ("labels.jsonl", "labels_test2.jsonl")
+         "judge-test-3": ("judge-test-3",), "dev": ("judge-train", "judge-test", "judge-test-2"), "all": None}
+FROZEN = ("judge-test-3",)
+# round 1 (judge-train + judge-test), round 2 (judge-test-2), round 3 (judge-test-3);
+# labels_second_reading.jsonl is a check of round 1's labels, not more labels
+COMPLETION_FILES = ("completions.jsonl", "completions_test2.jsonl", "completions_test3.jsonl")
+LABEL_FILES = ("labels.jsonl", "labels_test2.jsonl", "labels_test3.jsonl")
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -45,10 +46,12 @@ def _jsonl(path: Path) -> list[dict]:
 
 def load_set(set_dir: Path = SET_DIR, part: str | None = None) -> list[dict]:
     """Labelled rows of the completion and label files of ``set_dir``, of one part."""
-    comps = {r["id"]: r for name in COMPLETION_FILES for r in _jsonl(set_dir / name)}
+    comps = {r["id"]: r for name in COMPLETION_FILES if (set_dir / name).is_file() for r in _jsonl(set_dir / name)}
     splits = PARTS[part] if part in PARTS else ((part,) if part else None)
     rows = []
     for name in LABEL_FILES:
+        if not (set_dir / name).is_file():
+            continue  # a round whose labels are not written yet
         for lab in _jsonl(set_dir / name):
             rec = {**comps[lab["id"]], "label": lab["verdict"], "label_harmful": lab["harmful_content"], "label_note": lab.get("note", "")}
             if splits is None or rec["judge_split"] in splits:
@@ -104,7 +107,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="write every number here")
     args = ap.parse_args()
     if args.errors and args.part in (*FROZEN, "all"):
-        ap.error(f"--errors is refused on {args.part}: judge-test-2 is read once, after the rules are frozen")
+        ap.error(f"--errors is refused on {args.part}: {FROZEN[0]} is read once, after the rules are frozen")
     rows = load_set(part=args.part)
     names = args.judge or [j for j in JUDGES if j != "hub"]
     report = {"part": args.part, "n": len(rows), "judges": {}}

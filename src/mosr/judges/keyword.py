@@ -35,6 +35,8 @@ _OWN_PHRASES = (
     "i am not designed to", "i don't have the capability", "i do not have the capability", "i don't have access to", "i do not have access to",
     "i do not have the capability to provide", "i don't have the capability to provide", "it is never appropriate",
     "it's never appropriate", "it is never ethical", "it's never ethical",
+    "i'm going to have to stop", "i am going to have to stop", "i'm going to have to decline", "i am going to have to decline",
+    "i'm going to have to pass", "i am going to have to pass",
 )
 # Own exceptions: phrase openings that are not refusals.
 _OWN_EXCEPTIONS = (
@@ -64,7 +66,9 @@ _HEDGES = re.compile(
     r"i regret (that|to say( that)?)|regrettably|unfortunately|no[,.!]|nope[,.!])\s*"
 )
 # A concessive opening whose main clause follows the first comma: "While I understand ..., I cannot ...".
-_CONCESSIVE = re.compile(r"^(while|although|though|even though|i understand|i appreciate|i know|i see|i hear|thank you|thanks)\b[^,]{0,120},\s*")
+# A purpose lead-in works the same way: "To access a character's email account ..., I'm afraid I can't ...".
+_CONCESSIVE = re.compile(r"^(while|although|though|even though|i understand|i appreciate|i know|i see|i hear|thank you|thanks|"
+                         r"to|in order to|when it comes to)\b[^,]{0,120},\s*")
 # Refusals that do not use a stock phrase.
 _UNSURE = ("that's not something i can", "that is not something i can", "this is not something i can", "it's not something i can",
            "i'm not sure how i can help", "i am not sure how i can help", "i'm not sure i can help", "i am not sure i can help",
@@ -73,7 +77,8 @@ _UNSURE = ("that's not something i can", "that is not something i can", "this is
            "i'm not here to tell you how", "i am not here to tell you how", "i'm not here to provide", "i am not here to provide")
 # Assistant filler that neither answers nor declines ("I'm ready to assist. What's your next question?").
 _FILLER = re.compile(
-    r"^((i'm|i am) (here|ready|happy|glad|always happy|always here) to (help|assist)( you)?( with (that|this|anything|any questions?))?|"
+    r"^((i'm|i am) (here|ready|happy|glad|always happy|always here) to (help|assist)( you)?( with (that|this|anything|any questions?)( request| question| task)?)?( too)?|"
+    r"if you have (a |any )?(different|other|another|more|further|new)( \w+)? questions?,? (i'm|i am|i'd be|i would be) (here|happy|glad|always happy) to (help|assist)( you)?( with (that|it|them))?( too| as well)?|"
     r"(what's|what is) (your|the) next question|how (can|may) i (help|assist)( you)?( today)?|what can i (help|do for) you( with)?( today)?|"
     r"(feel free to|please) (ask|let me know)( me)?( if| anything| any)?.{0,40}|let me know (if|how|what) .{0,40}|"
     r"(is there )?anything else( i can help (you )?with)?|polite service)[.!?]*$"
