@@ -518,3 +518,30 @@ def test_exported_checkpoints_are_adapters_of_their_step(tmp_path):
     assert torch.equal(a, b) and not torch.allclose(a, c)
     with pytest.raises(RunError, match="no checkpoint at step 7"):
         export_checkpoint(out, 7, tmp_path / "s7")
+
+
+def test_stop_after_keeps_the_same_weights_as_the_full_run_at_that_step(tmp_path):
+    """A run stopped after k steps of a T-step schedule is checkpoint k of the full run, exportable, and
+    not loadable as a finished adapter; resuming finishes it."""
+    from safetensors.torch import load_file
+
+    from mosr.training import checkpoint_steps, export_checkpoint
+
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    train(cfg(steps=4, checkpoint_every=1, keep_checkpoints=5), full, loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    result = train(cfg(steps=4, checkpoint_every=1, keep_checkpoints=5), stopped, loaded=tiny_model(num_layers=N_LAYERS),
+                   data=toy_data(), stop_after=2)
+    assert result.steps == 2 and len(result.history) == 2 and checkpoint_steps(stopped) == [1, 2]
+    assert not (stopped / "adapter_model.safetensors").exists()  # no finished adapter
+    assert json.loads((stopped / "run.json").read_text())["result"]["stopped_after"] == 2
+    a = load_file(str(export_checkpoint(stopped, 2, tmp_path / "a") / "adapter_model.safetensors"))
+    b = load_file(str(export_checkpoint(full, 2, tmp_path / "b") / "adapter_model.safetensors"))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="stop_after must be in 1..steps"):
+        train(cfg(steps=4), tmp_path / "bad", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data(), stop_after=5)
+    train(cfg(steps=4, checkpoint_every=1, keep_checkpoints=5), stopped, loaded=tiny_model(num_layers=N_LAYERS), data=toy_data(),
+          resume=True)
+    done = load_file(str(stopped / "adapter_model.safetensors"))
+    ref = load_file(str(full / "adapter_model.safetensors"))
+    for k in ref:  # the resume tolerance of test_resume_reproduces_an_uninterrupted_run
+        torch.testing.assert_close(done[k], ref[k], rtol=0, atol=1e-6)

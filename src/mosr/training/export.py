@@ -29,22 +29,23 @@ def checkpoint_steps(run: str | Path) -> list[int]:
 
 
 def export_checkpoint(run: str | Path, step: int, out: str | Path) -> Path:
-    """Write checkpoint ``step`` of the finished training run ``run`` as an adapter folder ``out``."""
+    """Write checkpoint ``step`` of the training run ``run`` (finished, or stopped with ``stop_after``) as an
+    adapter folder ``out``."""
     from safetensors.torch import load_file, save_file
 
     from mosr.training.trainer import CHECKPOINT_DIR
 
     run, out = Path(run), Path(out)
-    for name in ("adapter_config.json", ADAPTER_WEIGHTS, ADAPTER_META):
+    for name in ("adapter_config.json", ADAPTER_META):
         if not (run / name).is_file():
-            raise RunError(f"{run} is not a finished mosr training run (no {name})")
+            raise RunError(f"{run} is not a mosr training run (no {name})")
     ckpt = run / CHECKPOINT_DIR / f"step-{step:06d}" / "adapter.safetensors"
     if not ckpt.is_file():
         raise RunError(f"{run} has no checkpoint at step {step}; kept: {checkpoint_steps(run) or 'none'}")
-    final = load_file(str(run / ADAPTER_WEIGHTS))
     adapter_name = json.loads((run / "adapter_config.json").read_text(encoding="utf-8")).get("adapter_name", "default")
     weights = {k.replace(f".{adapter_name}.", "."): v for k, v in load_file(str(ckpt)).items()}
-    if set(weights) != set(final):
+    final = load_file(str(run / ADAPTER_WEIGHTS)) if (run / ADAPTER_WEIGHTS).is_file() else None  # none in a stopped run
+    if final is not None and set(weights) != set(final):
         extra = sorted(set(weights) ^ set(final))[:1]
         raise RunError(f"checkpoint {ckpt} does not match the run's adapter (for example {extra})")
     out.mkdir(parents=True, exist_ok=True)

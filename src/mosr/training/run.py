@@ -77,13 +77,14 @@ def check_resume_inputs(out: str | Path, loaded: LoadedModel, data: TrainingData
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, loaded: LoadedModel | None = None,
-          data: TrainingData | None = None, command: str = "mosr train") -> TrainResult:
+          data: TrainingData | None = None, command: str = "mosr train", stop_after: int | None = None) -> TrainResult:
     """Train ``cfg.method`` on ``cfg.model`` (or ``loaded``) and write the adapter run folder ``out``.
 
     ``resume``: ``True`` continues the run in ``out`` (refused when there is none, or when the config
     changed), ``"auto"`` continues it when there is one, ``False`` starts a new run. A refused command
     writes nothing. After it returns, ``loaded.model`` is the trained peft model and ``loaded.adapter``
-    points to ``out``.
+    points to ``out``. ``stop_after``: stop after that many steps of the schedule and keep them as a
+    checkpoint (``mosr.training.export_checkpoint`` makes it an adapter); no final adapter is written.
     """
     from accelerate import Accelerator
 
@@ -106,7 +107,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
         with run.lock(command) if accelerator.is_main_process else contextlib.nullcontext():
             if accelerator.is_main_process:
                 check_train_folder(out, cfg, resume)  # again, now that no other command can change the folder
-            return _accepted_train(cfg, run, resume, loaded, data, accelerator, command, fresh)
+            return _accepted_train(cfg, run, resume, loaded, data, accelerator, command, fresh, stop_after)
     except MosrError:
         if accelerator.is_main_process and not existed and [p.name for p in run.path.iterdir()] == [LOCK_FILE]:
             (run / LOCK_FILE).unlink()
@@ -115,7 +116,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
 
 
 def _accepted_train(cfg: TrainConfig, run: RunDir, resume: bool | str, loaded: LoadedModel, data: TrainingData, accelerator: Any,
-                    command: str, fresh: bool) -> TrainResult:
+                    command: str, fresh: bool, stop_after: int | None = None) -> TrainResult:
     """Write the metadata, then train; a failed first run takes its metadata back."""
     trainer = Trainer(loaded, cfg, data, run.path, accelerator=accelerator)
     try:
@@ -124,7 +125,7 @@ def _accepted_train(cfg: TrainConfig, run: RunDir, resume: bool | str, loaded: L
                                extra={"training_data": data.describe(), "target_layers": trainer.target_layers,
                                       "lora_layers": trainer.lora_layers, "processes": accelerator.num_processes})
             run.write_text("train_data.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in save_pairs(data)))
-        result = trainer.train(resume=resume)
+        result = trainer.train(resume=resume, stop_after=stop_after)
     except MosrError:
         if fresh and accelerator.is_main_process and trainer.latest_checkpoint() is None:
             for name in ("run.json", "train_data.jsonl"):
@@ -134,6 +135,8 @@ def _accepted_train(cfg: TrainConfig, run: RunDir, resume: bool | str, loaded: L
         meta = run.read_json("run.json")
         meta["result"] = {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens_per_s": round(result.tokens_per_s, 1),
                           "final": result.history[-1] if result.history else None}
+        if result.steps < cfg.steps:
+            meta["result"]["stopped_after"] = result.steps  # of a cfg.steps schedule: a checkpoint, no final adapter
         run.write_json("run.json", meta)
     loaded.model = unwrap_peft_model(trainer.step_module, accelerator)
     loaded.model.eval()

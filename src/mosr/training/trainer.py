@@ -313,8 +313,13 @@ class Trainer(ReferenceStats):
         return int(state["step"])
 
     # ------------------------------------------------------------------------------- loop
-    def train(self, *, resume: bool | str = False) -> TrainResult:
+    def train(self, *, resume: bool | str = False, stop_after: int | None = None) -> TrainResult:
+        """Run the steps. ``stop_after``: stop after that many steps of the ``cfg.steps`` schedule and keep
+        them as a checkpoint (the schedule is still that of ``cfg.steps``; resume to finish)."""
         cfg, acc = self.cfg, self.accelerator
+        if stop_after is not None and not 1 <= stop_after <= cfg.steps:
+            raise ConfigError(f"stop_after must be in 1..steps ({cfg.steps}), got {stop_after}")
+        end = cfg.steps if stop_after is None else stop_after
         start = 0
         if resume:
             ckpt = self.latest_checkpoint()
@@ -325,14 +330,16 @@ class Trainer(ReferenceStats):
                 log.info("resumed from %s (step %d)", ckpt, start)
         elif self.latest_checkpoint() is not None:
             raise RunError(f"{self.run.path} already has checkpoints; pass --resume to continue or choose a new --out")
+        if start > end:
+            raise RunError(f"{self.run.path} is at step {start}, past stop_after={end}; export that checkpoint or choose a new --out")
         self.setup_rep_norm()
         self.setup_oalw()
         last_good = self.latest_checkpoint()
         t0 = time.perf_counter()
         tokens_total = 0
-        bar = progress(total=cfg.steps, initial=start, desc=f"train {cfg.method}", unit="step") if acc.is_main_process else None
+        bar = progress(total=end, initial=min(start, end), desc=f"train {cfg.method}", unit="step") if acc.is_main_process else None
         try:
-            for step in range(start, cfg.steps):
+            for step in range(start, end):
                 t_step = time.perf_counter()
                 torch.manual_seed((cfg.seed * 1_000_003 + step) * 131 + acc.process_index)  # LoRA dropout, per step
                 inp = self.make_inputs(step).to(acc.device)
@@ -373,8 +380,11 @@ class Trainer(ReferenceStats):
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - t0
-        self.save_final()
-        return TrainResult(self.run.path, cfg.steps, self.history, seconds, tokens_total / max(seconds, 1e-9), acc.is_main_process)
+        if end < cfg.steps:
+            self.save_stopped(end)  # stopped early: the steps so far are a checkpoint, not a finished adapter
+        else:
+            self.save_final()
+        return TrainResult(self.run.path, end, self.history, seconds, tokens_total / max(seconds, 1e-9), acc.is_main_process)
 
     # ------------------------------------------------------------------------------ outputs
     def write_curves(self) -> None:
@@ -394,9 +404,25 @@ class Trainer(ReferenceStats):
         readme = self.run / "README.md"
         if readme.is_file():
             readme.unlink()  # peft's generic model card says nothing about this run; run.json does
+        self._write_adapter_meta()
+
+    def save_stopped(self, step: int) -> None:
+        """A run stopped after ``step`` steps: checkpoint ``step``, the curves, the adapter config and
+        ``mosr_adapter.json``, but no adapter weights, so nothing loads it as a finished adapter;
+        :func:`mosr.training.export_checkpoint` turns the checkpoint into one."""
+        self.save_checkpoint(step)
+        self.write_curves()
+        if not self.accelerator.is_main_process:
+            return
+        model = unwrap_peft_model(self.step_module, self.accelerator)
+        for config in model.peft_config.values():
+            config.save_pretrained(str(self.run.path))
+        self._write_adapter_meta(stopped_after=step)
+
+    def _write_adapter_meta(self, **extra: Any) -> None:
         meta = {"base_spec": self.loaded.spec, "base_fingerprint": self.loaded.fingerprint, "method": self.cfg.method,
                 "config": self.cfg.to_dict(), "mosr_version": __version__, "target_layers": self.target_layers,
-                "lora_layers": self.lora_layers}
+                "lora_layers": self.lora_layers, **extra}
         self.run.write_json(ADAPTER_META, meta)
         self.write_curves()
 
