@@ -42,8 +42,10 @@ def main() -> None:
     for f in args.frontiers:
         data = json.loads(f.read_text(encoding="utf-8"))
         best, why = choose(data["rows"], c0)
-        out[str(f)] = {"config": data["config"], "chosen_step": best["step"], "why": why, "chosen": best["text"]}
-        print(f"\n{data['config']}: step {best['step']} ({why})")
+        label = " ".join([data["config"], *data.get("overrides", [])])
+        out[str(f)] = {"config": data["config"], "overrides": data.get("overrides", []), "chosen_step": best["step"], "why": why,
+                       "chosen": best["text"]}
+        print(f"\n{label}: step {best['step']} ({why})")
         for r in data["rows"]:
             t = r["text"]
             mark = "  <-" if r is best else ""
