@@ -17,10 +17,8 @@ several processes (each process draws its own batches; gradients are averaged).
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import math
 import random
 import shutil
 import time
@@ -34,7 +32,6 @@ from torch import nn
 from mosr import __version__
 from mosr.errors import ConfigError, RunError, TrainingError
 from mosr.models import ADAPTER_META, LoadedModel, encode_chat_pair, format_prompt, num_layers, template_prefix_length
-from mosr.plots import plt
 from mosr.progress import progress
 from mosr.runs import RunDir, atomic_write_text
 from mosr.training import losses
@@ -42,6 +39,7 @@ from mosr.training.batches import (  # noqa: F401 (re-exported)
     Encoded, StepInputs, StepModule, _answer_labels, _first_target, _pad, _prompt_mask, _scope_mask, eval_mode,
 )
 from mosr.training.caa import build_row, refusal_text, sample_prefix_length, sentence_ends
+from mosr.training.curves import fmt_cell, plot_losses
 from mosr.training.config import TrainConfig
 from mosr.training.data import Pair, TrainingData
 from mosr.training.model import add_lora
@@ -390,9 +388,9 @@ class Trainer(ReferenceStats):
     def write_curves(self) -> None:
         if not self.accelerator.is_main_process:
             return
-        lines = [",".join(LOSS_COLUMNS)] + [",".join(_fmt(h.get(c)) for c in LOSS_COLUMNS) for h in self.history]
+        lines = [",".join(LOSS_COLUMNS)] + [",".join(fmt_cell(h.get(c)) for c in LOSS_COLUMNS) for h in self.history]
         atomic_write_text(self.run / "losses.csv", "\n".join(lines) + "\n")
-        _plot_losses(self.run / "losses.png", self.history, self.cfg.method)
+        plot_losses(self.run / "losses.png", self.history, self.cfg.method, TERMS)
 
     def save_final(self) -> None:
         """Adapter (peft format) + ``mosr_adapter.json`` + final checkpoint + curves, in the run folder."""
@@ -429,29 +427,3 @@ class Trainer(ReferenceStats):
 
 def unwrap_peft_model(step_module: nn.Module, accelerator: Any) -> nn.Module:
     return accelerator.unwrap_model(step_module).model
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return "" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
-
-
-def _plot_losses(path: Path, history: list[dict[str, float]], method: str) -> None:
-    steps = [h["step"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key in TERMS:
-        ys = [h.get(key, math.nan) for h in history]
-        if any(not math.isnan(y) for y in ys):
-            axes[0].plot(steps, ys, label=key)
-    axes[0].set_title(f"{method}: loss terms")
-    axes[0].set_xlabel("step")
-    axes[0].legend()
-    axes[1].plot(steps, [h["loss"] for h in history], color="black")
-    axes[1].set_title("total loss (with schedule)")
-    axes[1].set_xlabel("step")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
