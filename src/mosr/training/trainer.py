@@ -409,7 +409,6 @@ class Trainer(ReferenceStats):
         ``mosr_adapter.json``, but no adapter weights, so nothing loads it as a finished adapter;
         :func:`mosr.training.export_checkpoint` turns the checkpoint into one."""
         self.save_checkpoint(step)
-        self.write_curves()
         if not self.accelerator.is_main_process:
             return
         model = unwrap_peft_model(self.step_module, self.accelerator)
@@ -418,6 +417,7 @@ class Trainer(ReferenceStats):
         self._write_adapter_meta(stopped_after=step)
 
     def _write_adapter_meta(self, **extra: Any) -> None:
+        """``mosr_adapter.json``, then the curves (main process only)."""
         meta = {"base_spec": self.loaded.spec, "base_fingerprint": self.loaded.fingerprint, "method": self.cfg.method,
                 "config": self.cfg.to_dict(), "mosr_version": __version__, "target_layers": self.target_layers,
                 "lora_layers": self.lora_layers, **extra}
