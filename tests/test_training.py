@@ -539,6 +539,7 @@ def test_stop_after_keeps_the_same_weights_as_the_full_run_at_that_step(tmp_path
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="stop_after must be in 1..steps"):
         train(cfg(steps=4), tmp_path / "bad", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data(), stop_after=5)
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
     train(cfg(steps=4, checkpoint_every=1, keep_checkpoints=5), stopped, loaded=tiny_model(num_layers=N_LAYERS), data=toy_data(),
           resume=True)
     done = load_file(str(stopped / "adapter_model.safetensors"))

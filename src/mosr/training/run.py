@@ -14,7 +14,7 @@ from mosr.models import LoadedModel, load_model, num_layers
 from mosr.runs import LOCK_FILE, RunDir, check_run_kind
 from mosr.training.config import TrainConfig
 from mosr.training.data import TrainingData, build_training_data, save_pairs
-from mosr.training.trainer import CHECKPOINT_DIR, Trainer, TrainResult, unwrap_peft_model
+from mosr.training.trainer import CHECKPOINT_DIR, Trainer, TrainResult, last_step, unwrap_peft_model
 
 _RESUMABLE_CHANGES = ("steps", "checkpoint_every", "keep_checkpoints")
 
@@ -90,6 +90,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
 
     if resume not in (True, False, "auto"):
         raise ConfigError(f"resume must be True, False or 'auto', got {resume!r}")
+    last_step(stop_after, cfg.steps)  # before the model loads and the training data is built
     check_train_folder(out, cfg, resume)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)

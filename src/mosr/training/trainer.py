@@ -315,9 +315,7 @@ class Trainer(ReferenceStats):
         """Run the steps. ``stop_after``: stop after that many steps of the ``cfg.steps`` schedule and keep
         them as a checkpoint (the schedule is still that of ``cfg.steps``; resume to finish)."""
         cfg, acc = self.cfg, self.accelerator
-        if stop_after is not None and not 1 <= stop_after <= cfg.steps:
-            raise ConfigError(f"stop_after must be in 1..steps ({cfg.steps}), got {stop_after}")
-        end = cfg.steps if stop_after is None else stop_after
+        end = last_step(stop_after, cfg.steps)
         start = 0
         if resume:
             ckpt = self.latest_checkpoint()
@@ -423,6 +421,15 @@ class Trainer(ReferenceStats):
                 "lora_layers": self.lora_layers, **extra}
         self.run.write_json(ADAPTER_META, meta)
         self.write_curves()
+
+
+def last_step(stop_after: int | None, steps: int) -> int:
+    """The step a run ends after: ``steps``, or ``stop_after`` when it is in 1..steps."""
+    if stop_after is None:
+        return steps
+    if not 1 <= stop_after <= steps:
+        raise ConfigError(f"stop_after must be in 1..steps ({steps}), got {stop_after}")
+    return stop_after
 
 
 def unwrap_peft_model(step_module: nn.Module, accelerator: Any) -> nn.Module:
