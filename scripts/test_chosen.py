@@ -39,7 +39,12 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="training config override key=value")
     ap.add_argument("--reuse", action="append", default=[], metavar="SEED=ADAPTER", help="an existing adapter for that seed")
     args = ap.parse_args()
-    reuse = {int(k): Path(v) for k, v in (r.split("=", 1) for r in args.reuse)}
+    reuse: dict[int, Path] = {}
+    for r in args.reuse:
+        seed, sep, adapter = r.partition("=")
+        if not sep or not seed.strip().isdigit() or not (Path(adapter) / "adapter_model.safetensors").is_file():
+            ap.error(f"--reuse {r!r}: expected SEED=ADAPTER_FOLDER with an adapter_model.safetensors in the folder")
+        reuse[int(seed)] = Path(adapter)
     sets = [x for kv in args.set for x in ("--set", kv)]
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from frontier_steps import row  # the frontier's headline numbers, with intervals
