@@ -546,3 +546,26 @@ def test_stop_after_keeps_the_same_weights_as_the_full_run_at_that_step(tmp_path
     ref = load_file(str(full / "adapter_model.safetensors"))
     for k in ref:  # the resume tolerance of test_resume_reproduces_an_uninterrupted_run
         torch.testing.assert_close(done[k], ref[k], rtol=0, atol=1e-6)
+
+
+def test_the_stop_after_key_ends_the_run_with_a_finished_adapter_of_that_step(tmp_path):
+    """``stop_after`` in the config (how an experiment trains a chosen step-frontier point) ends the run at
+    step k of the T-step schedule with a finished adapter equal to checkpoint k of the full run."""
+    from safetensors.torch import load_file
+
+    from mosr.training import export_checkpoint
+
+    full, ended = tmp_path / "full", tmp_path / "ended"
+    train(cfg(steps=4, checkpoint_every=1, keep_checkpoints=5), full, loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    result = train(cfg(steps=4, stop_after=2), ended, loaded=tiny_model(num_layers=N_LAYERS), data=toy_data())
+    assert result.steps == 2 and len(result.history) == 2
+    meta = json.loads((ended / "run.json").read_text())
+    assert meta["config"]["stop_after"] == 2 and "stopped_after" not in meta["result"]
+    a = load_file(str(ended / "adapter_model.safetensors"))  # a finished adapter, loadable as it is
+    b = load_file(str(export_checkpoint(full, 2, tmp_path / "b") / "adapter_model.safetensors"))
+    c = load_file(str(full / "adapter_model.safetensors"))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # not the step-4 weights
+    for bad in (0, 5):
+        with pytest.raises(ConfigError, match="stop_after must be in 1..steps"):
+            cfg(steps=4, stop_after=bad)

@@ -241,7 +241,10 @@ def analyze_config(cfg: ExperimentConfig, adapter: str | None, eval_run: str | N
 
 
 def _train_inputs(tc: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(tc).items() if k not in _TRAIN_IGNORED}
+    inputs = {k: v for k, v in dataclasses.asdict(tc).items() if k not in _TRAIN_IGNORED}
+    if inputs.get("stop_after") is None:
+        inputs.pop("stop_after", None)  # a key added later: runs that do not use it keep their stage hash
+    return inputs
 
 
 def _eval_inputs(ec: EvalConfig) -> dict[str, Any]:

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     last = result.history[-1] if result.history else {}
     print(f"trained {cfg.method} for {result.steps} steps in {result.seconds:.0f} s ({result.tokens_per_s:.0f} tokens/s); "
           f"final loss {last.get('loss', float('nan')):.4f}")
-    if result.steps < cfg.steps:
+    if result.steps < cfg.steps and result.steps != cfg.stop_after:
         print(f"stopped after step {result.steps} of {cfg.steps}: checkpoint {result.steps} in {result.out}/checkpoints")
     else:
         print(f"adapter: {result.out}  (use --adapter {result.out})")

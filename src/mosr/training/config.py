@@ -109,6 +109,8 @@ class TrainConfig:
 
     # optimisation
     steps: int = _f(40, "optimizer steps T")
+    stop_after: int | None = _f(None, "end the run after this many steps of the `steps` schedule and save its adapter there: a "
+                                "point of a step frontier, trained alone (None = all steps)")
     batch_size: int = _f(2, "rows per role (erase, retain, refusal, boundary-safe, compliance) per step and process")
     lr: float = _f(1e-3, "AdamW learning rate")
     warmup_steps: int = _f(0, "linear warm-up steps")
@@ -190,6 +192,8 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be in [0, 1], got {value}")
         if not 0 < self.leak_threshold <= 1:
             raise ConfigError(f"leak_threshold must be in (0, 1], got {self.leak_threshold}")
+        if self.stop_after is not None and not 1 <= self.stop_after <= self.steps:
+            raise ConfigError(f"stop_after must be in 1..steps ({self.steps}) or null, got {self.stop_after}")
         for key in ("max_pairs", "max_harmful", "max_retain", "max_pseudo"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -263,7 +267,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def digest(self, ignore: tuple[str, ...] = ("steps", "checkpoint_every", "keep_checkpoints")) -> str:
+    def digest(self, ignore: tuple[str, ...] = ("steps", "stop_after", "checkpoint_every", "keep_checkpoints")) -> str:
         """Hash of the settings that must not change when a run is resumed."""
         d = {k: v for k, v in self.to_dict().items() if k not in ignore}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]

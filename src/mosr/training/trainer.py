@@ -313,9 +313,10 @@ class Trainer(ReferenceStats):
     # ------------------------------------------------------------------------------- loop
     def train(self, *, resume: bool | str = False, stop_after: int | None = None) -> TrainResult:
         """Run the steps. ``stop_after``: stop after that many steps of the ``cfg.steps`` schedule and keep
-        them as a checkpoint (the schedule is still that of ``cfg.steps``; resume to finish)."""
+        them as a checkpoint (the schedule is still that of ``cfg.steps``; resume to finish). The config key
+        ``stop_after`` instead ends the run there: its adapter is saved at that step as a finished one."""
         cfg, acc = self.cfg, self.accelerator
-        end = last_step(stop_after, cfg.steps)
+        end = last_step(stop_after if stop_after is not None else cfg.stop_after, cfg.steps)
         start = 0
         if resume:
             ckpt = self.latest_checkpoint()
@@ -376,10 +377,10 @@ class Trainer(ReferenceStats):
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - t0
-        if end < cfg.steps:
+        if end < cfg.steps and end != cfg.stop_after:
             self.save_stopped(end)  # stopped early: the steps so far are a checkpoint, not a finished adapter
         else:
-            self.save_final()
+            self.save_final(end)  # all steps, or the end the config sets
         return TrainResult(self.run.path, end, self.history, seconds, tokens_total / max(seconds, 1e-9), acc.is_main_process)
 
     # ------------------------------------------------------------------------------ outputs
@@ -390,9 +391,9 @@ class Trainer(ReferenceStats):
         atomic_write_text(self.run / "losses.csv", "\n".join(lines) + "\n")
         plot_losses(self.run / "losses.png", self.history, self.cfg.method, TERMS)
 
-    def save_final(self) -> None:
-        """Adapter (peft format) + ``mosr_adapter.json`` + final checkpoint + curves, in the run folder."""
-        self.save_checkpoint(self.cfg.steps)
+    def save_final(self, step: int) -> None:
+        """Adapter (peft format) + ``mosr_adapter.json`` + final checkpoint (``step``) + curves, in the run folder."""
+        self.save_checkpoint(step)
         if not self.accelerator.is_main_process:
             return
         model = unwrap_peft_model(self.step_module, self.accelerator)
