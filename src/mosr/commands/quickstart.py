@@ -1,4 +1,4 @@
-"""``mosr quickstart``: a small RR and a small MOSR adapter on the embedded model, evaluated and reported.
+"""``mosr quickstart``: the chosen rr, xboundary and mosr adapters on the embedded model, evaluated and reported.
 
 It is ``mosr experiment`` with the config below (also in ``configs/quickstart.yaml``, kept identical
 by a test). Rerunning it reuses every finished stage.
@@ -14,36 +14,38 @@ import yaml
 from mosr.experiment import ExperimentConfig, run_experiment
 
 QUICKSTART_YAML = """\
-# mosr quickstart: the base model, a small RR adapter and a small MOSR adapter on the embedded
-# SmolLM2-135M-Instruct, evaluated on the first 20 prompts of four sets, analysed, and reported.
-# About 13 minutes on two idle CPU cores (measured): a demonstration of the pipeline, not a measurement
-# (30 training steps for MOSR, 60 for RR, on 64 pairs; intervals over 20 prompts are wide). A rerun reuses every
-# finished stage. The same keys run the full experiment: see configs/experiment.yaml and
-# docs/EXPERIMENT.md.
-title: "mosr quickstart: RR and MOSR on SmolLM2-135M-Instruct"
+# mosr quickstart: the base model and the chosen point of each defence (rr, xboundary, mosr) on the
+# embedded SmolLM2-135M-Instruct, evaluated on the first 25 prompts of six test sets, analysed, and
+# reported. A demonstration of the pipeline with the settings chosen on :val splits, one seed, not a
+# measurement (intervals over 25-50 prompts are wide; docs/RESULTS.md has the 3-seed test results).
+# A rerun reuses every finished stage. The same keys run the full experiment: configs/experiment.yaml.
+title: "mosr quickstart: the chosen rr, xboundary and mosr on SmolLM2-135M-Instruct"
 model: default
-methods: [undefended, rr, mosr]
+methods: [undefended, xboundary, rr, mosr]
 seeds: [0]
-train:
-  steps: 30
-  lr: 0.001
+train:                        # configs/train-{rr,xboundary,mosr}.yaml, kept identical by a test
+  target_layers: [10, 20]
+  alpha: 10.0
+  retain_scale: 4.0
+  steps: 60
   batch_size: 4
-  max_length: 96
-  pair_datasets: [derta]
-  harmful_datasets: []        # nothing to generate: the DeRTa pairs carry harmful answers
-  max_pairs: 64
-  max_retain: 64
-  max_pseudo: 24
-  own_max_new_tokens: 32
+  max_length: 128
+  rep_norm: unit
+  erase_tokens: content
+  lora_r: 16
+  lora_alpha: 16
   checkpoint_every: 0
-method_train:                 # as chosen on :val (docs/TRAINING.md); rr needs 60 steps to leave its start
-  rr: {retain_scale: 4.0, lr: 5.0e-4, lora_b_init_std: 0.01, steps: 60}
-  mosr: {retain_scale: 4.0}
+method_train:                 # stop_after: the step the selection rule chose on :val (results/frontier-2026-12-05/selection.json)
+  rr: {lr: 5.0e-4, lora_b_init_std: 0.01, stop_after: 30}
+  xboundary: {lr: 5.0e-4, lora_b_init_std: 0.01, xb_schedule_span: 1.6666666666666667, xb_separation_weight: 1.0,
+              max_pseudo: null, stop_after: 10}
+  mosr: {lr: 1.0e-3, oalw_similarity: knn, oalw_k: 8, oalw_tau: 0.05, oalw_sign: less, refusal_beta: 1.0,
+         caa_zero_share: 0.3, caa_max_prefix: 40}
 eval:
   suites: [safety, over-refusal, capability]
-  sets: [advbench:test, xstest-safe, or-bench-hard:test, self-instruct:test]
-  limit: 20
-  max_new_tokens: 32
+  sets: [advbench:test, harmbench:test, xstest-safe, or-bench-hard:test, jbb-benign, self-instruct:test]
+  limit: 25
+  max_new_tokens: 64
   judge: default
 analyze:
   limit: 30
@@ -58,10 +60,12 @@ def quickstart_config_path() -> Path | None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("quickstart", help="train small RR and MOSR adapters on the default model, evaluate them and write a report",
-                       description="Train a small RR and a small MOSR adapter on the embedded default model, evaluate the base "
-                                   "model and both adapters on subsets of the suites, analyse their representations, and write "
-                                   "an HTML report. About 13 minutes on two idle CPU cores (measured); a rerun reuses the cache.")
+    p = sub.add_parser("quickstart", help="train the chosen rr, xboundary and mosr adapters on the default model, evaluate them "
+                                           "and write a report",
+                       description="Train the rr, xboundary and mosr settings chosen on validation splits on the embedded "
+                                   "default model (seed 0), evaluate the base model and the three adapters on the first 25 "
+                                   "prompts of six test sets, analyse their representations, and write an HTML report. About "
+                                   "14 minutes on two CPU cores (measured); a rerun reuses the cache.")
     p.add_argument("--out", default="runs/quickstart", help="experiment folder (default: runs/quickstart)")
     p.add_argument("--config", default=None, help="use this experiment config instead of the built-in quickstart one")
     p.set_defaults(func=run)
