@@ -353,18 +353,43 @@ def test_quickstart_config_is_shipped_and_valid():
     assert cfg.eval.get("limit")
 
 
-def test_quickstart_trains_with_the_optimiser_settings_chosen_for_the_single_run_configs():
-    """The quickstart is smaller (steps, data, length), but its per-method settings are the ones chosen on :val."""
+def test_quickstart_trains_the_point_the_selection_rule_chose_for_each_method():
+    """Each quickstart adapter is the single-run config of its method, ended at the step the selection
+    rule chose on :val (results/frontier-2026-12-05/selection.json); only checkpointing differs."""
     from mosr.experiment import Variant, train_config
     from mosr.training.config import TrainConfig
 
+    root = Path(__file__).resolve().parents[1]
+    cfg = ExperimentConfig.load(root / "configs" / "quickstart.yaml")  # identical to the built-in one (test above)
+    selection = json.loads((root / "results" / "frontier-2026-12-05" / "selection.json").read_text())["frontiers"]
+    ignore = ("checkpoint_every", "keep_checkpoints")
+    trained = [m for m in cfg.methods if m != "undefended"]
+    assert sorted(trained) == ["mosr", "rr", "xboundary"]
+    for method in trained:
+        chosen = selection[f"results/frontier-2026-12-05/{method}/frontier.json"]
+        assert chosen["config"] == f"configs/train-{method}.yaml" and not chosen["overrides"]
+        step = chosen["chosen_step"]
+        single = TrainConfig.load(root / chosen["config"])
+        want = {k: v for k, v in single.to_dict().items() if k not in ignore}
+        want["stop_after"] = step if step < single.steps else None
+        got = {k: v for k, v in train_config(cfg, Variant(method), seed=0).to_dict().items() if k not in ignore}
+        assert got == want, method
+
+
+def test_the_ablation_experiment_varies_one_key_of_the_paper_setting_per_row():
+    from mosr.experiment import Variant, train_config
+    from mosr.methods import VARIANTS
+    from mosr.training.config import TrainConfig
+
     root = Path(__file__).resolve().parents[1] / "configs"
-    cfg = ExperimentConfig.load(root / "quickstart.yaml")  # identical to the built-in one (test above)
-    for method in ("rr", "mosr"):
-        quick = train_config(cfg, Variant(method), seed=0).to_dict()
-        chosen = TrainConfig.load(root / f"train-{method}.yaml").to_dict()
-        for key in ("retain_scale", "lr", "lora_b_init_std", "alpha", "rep_norm", "erase_tokens"):
-            assert quick[key] == chosen[key], (method, key)
+    cfg = ExperimentConfig.load(root / "experiment-ablations-val.yaml")
+    ignore = ("checkpoint_every", "keep_checkpoints")
+    paper = {k: v for k, v in TrainConfig.load(root / "train-mosr.yaml").to_dict().items() if k not in ignore}
+    assert {k: v for k, v in train_config(cfg, Variant("mosr"), seed=0).to_dict().items() if k not in ignore} == paper
+    assert set(cfg.methods) - {"mosr"} == set(VARIANTS)  # every option has its row
+    for method in set(cfg.methods) - {"mosr"}:
+        row = {k: v for k, v in train_config(cfg, Variant(method), seed=0).to_dict().items() if k not in ignore}
+        assert {k for k in row if row[k] != paper[k]} == set(VARIANTS[method].overrides), method
 
 
 def test_shipped_experiment_trains_rr_and_mosr_like_the_chosen_single_run_configs():
