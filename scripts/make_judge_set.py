@@ -20,6 +20,13 @@ split name:
     python scripts/make_judge_set.py --source undefended= --source rr=runs/train-rr ... \
         --exclude results/judge_set/completions.jsonl --counts 5,6,5,5,17,12 --split judge-test-2 \
         --out results/judge_set/completions_test2.jsonl
+
+Round 4 drew its ordinary instructions from the Alpaca instructions of the refusal-direction splits
+(CC BY-NC 4.0; ``MOSR_ALPACA_DIR``), because every self-instruct train/val prompt but two was used:
+
+    MOSR_ALPACA_DIR=../shared/data/refusal_direction_splits python scripts/make_judge_set.py ... \
+        --exclude ... --counts 6,12,8,8,32,14 --split judge-test-4 \
+        --ordinary harmless-alpaca:train,harmless-alpaca:val --out results/judge_set/completions_test4.jsonl
 """
 
 from __future__ import annotations
@@ -62,14 +69,20 @@ def _completion_attack(sample: Sample) -> tuple[str, str]:
     return "", " ".join(words[:24])
 
 
-def build_prompts(n_sources: int, *, exclude: set[str] | None = None, counts: list[int] | None = None) -> list[list[dict]]:
+def build_prompts(n_sources: int, *, exclude: set[str] | None = None, counts: list[int] | None = None,
+                  ordinary: tuple[str, ...] | None = None) -> list[list[dict]]:
     """Per source model, its list of prompt records; slices are disjoint across sources.
 
-    ``exclude``: prompt ids never to draw (an earlier set's); ``counts``: per-source count of each pool.
+    ``exclude``: prompt ids never to draw (an earlier set's); ``counts``: per-source count of each pool;
+    ``ordinary``: other dataset specs for the ordinary-instruction pool (train/val splits only).
     """
     per_source: list[list[dict]] = [[] for _ in range(n_sources)]
     used: set[str] = set(exclude or ())
     pools = POOLS if counts is None else tuple((k, sp, a, c) for (k, sp, a, _), c in zip(POOLS, counts, strict=True))
+    if ordinary:
+        if any(spec.partition(":")[2] not in ("train", "val") for spec in ordinary):
+            raise SystemExit(f"--ordinary takes train or val splits only, got {', '.join(ordinary)}")
+        pools = tuple((k, ordinary if k == "ordinary" else sp, a, c) for k, sp, a, c in pools)
     for kind, specs, attack, count in pools:
         tagged = [(spec.partition(":")[2] or "train", s) for spec in specs for s in load_dataset(spec)]
         # a hash order mixes train and val in every slice, and is stable
@@ -104,13 +117,16 @@ def main() -> None:
     ap.add_argument("--exclude", type=Path, action="append", default=[], help="completions.jsonl whose prompt ids are not drawn again")
     ap.add_argument("--counts", default=None, help=f"comma list: per-source count of each of the {len(POOLS)} pools")
     ap.add_argument("--split", default=None, help="tag every row with this split instead of the judge-train/judge-test hash")
+    ap.add_argument("--ordinary", default=None, help="comma list of train/val dataset specs for the ordinary pool instead of "
+                                                      "self-instruct (e.g. harmless-alpaca:train,harmless-alpaca:val)")
     args = ap.parse_args()
     sources = [tuple(s.split("=", 1)) for s in args.source]
     exclude = {json.loads(line)["prompt_id"] for f in args.exclude for line in f.read_text().splitlines() if line.strip()}
     counts = [int(c) for c in args.counts.split(",")] if args.counts else None
     if counts is not None and len(counts) != len(POOLS):
         raise SystemExit(f"--counts needs {len(POOLS)} numbers, got {len(counts)}")
-    prompts = build_prompts(len(sources), exclude=exclude, counts=counts)
+    ordinary = tuple(args.ordinary.split(",")) if args.ordinary else None
+    prompts = build_prompts(len(sources), exclude=exclude, counts=counts, ordinary=ordinary)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.out.is_file():
