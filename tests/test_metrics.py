@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from mosr.metrics import Rate, verdict_rates, wilson
+from mosr.metrics import Rate, mcnemar_exact, verdict_rates, wilson
 
 
 def test_wilson_matches_hand_computed_values():
@@ -40,3 +40,11 @@ def test_harm_rates_keep_missing_harm_verdicts_in_the_denominator():
 
     r = harm_rates([True, False, None, False])
     assert r["n"] == 4 and r["harmful"]["k"] == 1 and r["harmful"]["rate"] == 0.25 and r["unjudged"] == 1
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    # 1 vs 9 discordant pairs: 2 * P(X <= 1), X ~ Bin(10, 1/2) = 2 * 11/1024
+    assert abs(mcnemar_exact(1, 9) - 22 / 1024) < 1e-12
+    assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)  # symmetric
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(0, 6) == 2 / 64
