@@ -27,6 +27,9 @@ Round 4 drew its ordinary instructions from the Alpaca instructions of the refus
     MOSR_ALPACA_DIR=../shared/data/refusal_direction_splits python scripts/make_judge_set.py ... \
         --exclude ... --counts 6,12,8,8,32,14 --split judge-test-4 \
         --ordinary harmless-alpaca:train,harmless-alpaca:val --out results/judge_set/completions_test4.jsonl
+
+Round 5 also took its prefill-attack prompts from harmful-instructions (advbench:train was used up):
+``--counts 4,12,6,10,32,16 --prefill harmful-instructions:train,harmful-instructions:val``.
 """
 
 from __future__ import annotations
@@ -70,19 +73,22 @@ def _completion_attack(sample: Sample) -> tuple[str, str]:
 
 
 def build_prompts(n_sources: int, *, exclude: set[str] | None = None, counts: list[int] | None = None,
-                  ordinary: tuple[str, ...] | None = None) -> list[list[dict]]:
+                  ordinary: tuple[str, ...] | None = None, prefill: tuple[str, ...] | None = None) -> list[list[dict]]:
     """Per source model, its list of prompt records; slices are disjoint across sources.
 
     ``exclude``: prompt ids never to draw (an earlier set's); ``counts``: per-source count of each pool;
-    ``ordinary``: other dataset specs for the ordinary-instruction pool (train/val splits only).
+    ``ordinary`` / ``prefill``: other dataset specs for the ordinary-instruction pool or the prefill-attack
+    pool (train/val splits only).
     """
     per_source: list[list[dict]] = [[] for _ in range(n_sources)]
     used: set[str] = set(exclude or ())
     pools = POOLS if counts is None else tuple((k, sp, a, c) for (k, sp, a, _), c in zip(POOLS, counts, strict=True))
-    if ordinary:
-        if any(spec.partition(":")[2] not in ("train", "val") for spec in ordinary):
-            raise SystemExit(f"--ordinary takes train or val splits only, got {', '.join(ordinary)}")
-        pools = tuple((k, ordinary if k == "ordinary" else sp, a, c) for k, sp, a, c in pools)
+    for option, specs_for, pool in (("--ordinary", ordinary, ("ordinary", "none")), ("--prefill", prefill, ("harmful", "prefill"))):
+        if not specs_for:
+            continue
+        if any(spec.partition(":")[2] not in ("train", "val") for spec in specs_for):
+            raise SystemExit(f"{option} takes train or val splits only, got {', '.join(specs_for)}")
+        pools = tuple((k, specs_for if (k, a) == pool else sp, a, c) for k, sp, a, c in pools)
     for kind, specs, attack, count in pools:
         tagged = [(spec.partition(":")[2] or "train", s) for spec in specs for s in load_dataset(spec)]
         # a hash order mixes train and val in every slice, and is stable
@@ -119,6 +125,8 @@ def main() -> None:
     ap.add_argument("--split", default=None, help="tag every row with this split instead of the judge-train/judge-test hash")
     ap.add_argument("--ordinary", default=None, help="comma list of train/val dataset specs for the ordinary pool instead of "
                                                       "self-instruct (e.g. harmless-alpaca:train,harmless-alpaca:val)")
+    ap.add_argument("--prefill", default=None, help="comma list of train/val harmful dataset specs for the prefill-attack pool "
+                                                     "instead of advbench:train")
     args = ap.parse_args()
     sources = [tuple(s.split("=", 1)) for s in args.source]
     exclude = {json.loads(line)["prompt_id"] for f in args.exclude for line in f.read_text().splitlines() if line.strip()}
@@ -126,7 +134,8 @@ def main() -> None:
     if counts is not None and len(counts) != len(POOLS):
         raise SystemExit(f"--counts needs {len(POOLS)} numbers, got {len(counts)}")
     ordinary = tuple(args.ordinary.split(",")) if args.ordinary else None
-    prompts = build_prompts(len(sources), exclude=exclude, counts=counts, ordinary=ordinary)
+    prefill = tuple(args.prefill.split(",")) if args.prefill else None
+    prompts = build_prompts(len(sources), exclude=exclude, counts=counts, ordinary=ordinary, prefill=prefill)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.out.is_file():
