@@ -447,3 +447,40 @@ def test_real_stage_commands_on_a_tiny_model(tmp_path):
     assert "RR (Circuit Breakers)" in md and "n=5" in md and "## Representations before and after" in md
     again = run_experiment(cfg, tmp_path / "exp")
     assert [s.status for s in again.stages] == ["cached"] * 6
+
+
+def test_a_change_of_the_judges_rules_rejudges_cached_evaluations(tmp_path, monkeypatch):
+    """Same judge name, new rules (an upgraded mosr): the eval stages run again on their stored
+    completions, and nothing is trained again."""
+    from mosr import experiment, judges
+
+    fakes = Fakes()
+    run_experiment(config(), tmp_path / "exp", runners=fakes.runners())
+    kept = tmp_path / "exp/stages/eval/rr/seed0/completions.jsonl"
+    kept.write_text('{"stored": true}\n')
+    fakes.calls.clear()
+    run_experiment(config(), tmp_path / "exp", runners=fakes.runners())
+    assert fakes.count("eval") == 0  # same rules: cached
+    monkeypatch.setattr(judges, "rules_fingerprint", lambda: "0123456789ab")
+    experiment._resolved_judge.cache_clear()
+    try:
+        run_experiment(config(), tmp_path / "exp", runners=fakes.runners())
+    finally:
+        experiment._resolved_judge.cache_clear()
+    assert fakes.count("train") == 0 and fakes.count("eval") == 3
+    assert kept.read_text() == '{"stored": true}\n'
+
+
+def test_rules_fingerprint_follows_the_rule_files(tmp_path, monkeypatch):
+    from mosr import judges
+
+    first = judges.rules_fingerprint()
+    assert len(first) == 12 and first == judges.rules_fingerprint()
+    keywords = tmp_path / "refusal_keywords.json"
+    keywords.write_bytes(judges.KEYWORDS_FILE.read_bytes() + b" ")
+    monkeypatch.setattr(judges, "KEYWORDS_FILE", keywords)
+    judges.rules_fingerprint.cache_clear()
+    try:
+        assert judges.rules_fingerprint() != first
+    finally:
+        judges.rules_fingerprint.cache_clear()

@@ -35,7 +35,7 @@ from mosr.generation import generate
 from mosr.eval_config import LONG_PROMPTS, EvalConfig, config_tasks, record_key, task_samples  # noqa: F401 (re-exported)
 from mosr.eval_store import RANK_JOURNAL, merge_completions, prune_completions  # noqa: F401 (re-exported)
 from mosr.eval_summary import headline, plot_rates, summary_markdown  # noqa: F401 (re-exported)
-from mosr.judges import Judge, resolve_judge
+from mosr.judges import Judge, resolve_judge, rules_fingerprint
 from mosr.metrics import compute_metrics  # noqa: F401 (re-exported)
 from mosr.models import ADAPTER_WEIGHTS, LoadedModel, context_length, encode_chat_pair, file_sha256, format_prompt, load_model
 from mosr.progress import progress
@@ -277,6 +277,7 @@ def finish_run(run: RunDir, judge: str | Judge, records: list[dict[str, Any]] | 
     metrics = compute_metrics(judgments, perplexity)
     cfg = meta.get("config", {})
     metrics["judge"] = judge_name
+    metrics["judge_rules"] = rules_fingerprint()  # the version of the built-in judges' rules that judged this run
     metrics["model"] = cfg.get("model")
     metrics["adapter"] = cfg.get("adapter")
     metrics["steering"] = cfg.get("steering")

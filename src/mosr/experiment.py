@@ -257,9 +257,10 @@ def _eval_inputs(ec: EvalConfig) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _resolved_judge(name: str) -> str:
-    """The judge an alias stands for (its ``name``), or the name itself when it cannot be built here."""
+    """The judge an alias stands for (its ``name``) and the version of the judges' rules
+    (:func:`mosr.judges.rules_fingerprint`), or the name itself when it cannot be built here."""
     try:
-        return str(getattr(judges.get_judge(name), "name", name))
+        return f"{getattr(judges.get_judge(name), 'name', name)}@{judges.rules_fingerprint()}"
     except MosrError:
         return name  # validation reports the unknown judge
 

@@ -22,7 +22,10 @@ register a factory with :func:`register_judge` to make it available by name.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mosr.errors import ConfigError
@@ -40,7 +43,7 @@ __all__ = [
     "HubJudge", "Judge", "Judgment", "KeywordJudge", "KeywordRules", "LearnedJudge", "LogisticHead", "Verdict",
     "build_hub_prompt", "cheap_features", "check_lengths", "count_verdicts", "embedding_model_dir", "file_sha256",
     "get_embedder", "get_judge", "gibberish_reason", "learned_features", "load_keyword_rules", "parse_hub_output",
-    "register_judge", "resolve_judge", "screen", "unjudged",
+    "register_judge", "resolve_judge", "rules_fingerprint", "screen", "unjudged",
 ]
 
 _FACTORIES: dict[str, Callable[..., Judge]] = {
@@ -93,3 +96,16 @@ def resolve_judge(judge: str | Judge) -> Judge:
     if not isinstance(judge, Judge):
         raise ConfigError(f"{judge!r} is not a judge: it needs a `name` and a `judge(prompts, completions)` method")
     return judge
+
+
+@functools.lru_cache(maxsize=1)
+def rules_fingerprint() -> str:
+    """A hash of everything the built-in judges decide with: this package's code, the judge weights
+    and the refusal-phrase file. Stored with every judged run, and part of an experiment's eval-stage
+    inputs, so that a change of rules re-judges cached completions instead of keeping stale verdicts."""
+    h = hashlib.sha256()
+    files = sorted(Path(__file__).parent.glob("*.py")) + sorted(p for p in WEIGHTS_DIR.iterdir() if p.is_file()) + [KEYWORDS_FILE]
+    for path in files:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
