@@ -9,7 +9,8 @@ exports that checkpoint as an adapter (:func:`mosr.training.export_checkpoint`) 
 ``--reuse SEED=ADAPTER`` evaluates an adapter that already is that seed's checkpoint (for example the
 validation frontier's, which used the same config and seed) instead of training it again. Every step
 resumes: training from its checkpoint, evaluation from its stored completions. Writes
-``chosen.json``: the config, step, seeds and each seed's headline rates.
+``chosen.json``: the config, step, seeds and each seed's headline rates. ``--summarize-only`` only
+rewrites ``chosen.json`` from the seeds' stored metrics (after ``mosr judge`` re-judged them).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=100)
     ap.add_argument("--set", action="append", default=[], help="training config override key=value")
     ap.add_argument("--reuse", action="append", default=[], metavar="SEED=ADAPTER", help="an existing adapter for that seed")
+    ap.add_argument("--summarize-only", action="store_true", help="train and evaluate nothing: rewrite chosen.json from the stored metrics")
     args = ap.parse_args()
     reuse: dict[int, Path] = {}
     for r in args.reuse:
@@ -53,13 +55,18 @@ def main() -> None:
     for seed in args.seeds:
         base = args.out / f"seed{seed}"
         adapter = reuse.get(seed, base / f"step-{args.step:03d}")
+        ev = base / "test"
+        if args.summarize_only:
+            if not (ev / "metrics.json").is_file():
+                ap.error(f"--summarize-only: {ev / 'metrics.json'} is missing; run without it first")
+            rows.append({"seed": seed, "adapter": str(adapter), **row(args.step, json.loads((ev / "metrics.json").read_text(encoding="utf-8")))})
+            continue
         if seed not in reuse and not (adapter / "adapter_model.safetensors").is_file():
             train_dir = base / "train"
             if args.step not in checkpoint_steps(train_dir):
                 _mosr("train", "--config", args.config, "--out", str(train_dir), "--seed", str(seed), "--stop-after", str(args.step),
                       "--set", f"checkpoint_every={args.step}", *sets, *(["--resume"] if (train_dir / "checkpoints").is_dir() else []))
             export_checkpoint(train_dir, args.step, adapter)
-        ev = base / "test"
         _mosr("eval", "--model", "default", "--adapter", str(adapter), "--suite", "all", "--limit", str(args.limit),
               "--judge", "default", "--out", str(ev))
         rows.append({"seed": seed, "adapter": str(adapter), **row(args.step, json.loads((ev / "metrics.json").read_text(encoding="utf-8")))})
