@@ -349,13 +349,14 @@ def test_quickstart_config_is_shipped_and_valid():
     path = quickstart_config_path()
     assert path.read_text(encoding="utf-8") == QUICKSTART_YAML
     cfg = ExperimentConfig.load(path)
-    assert {"undefended", "rr", "mosr"} <= set(cfg.methods)
+    assert {"undefended", "rr", "xboundary"} <= set(cfg.methods) and any(m.startswith("mosr") for m in cfg.methods)
     assert cfg.eval.get("limit")
 
 
 def test_quickstart_trains_the_point_the_selection_rule_chose_for_each_method():
     """Each quickstart adapter is the single-run config of its method, ended at the step the selection
-    rule chose on :val (results/frontier-2026-12-05/selection.json); only checkpointing differs."""
+    rule chose on :val (results/frontier-2026-12-05/selection.json; for MOSR the :val ablation's choice,
+    results/ablations-val/chosen.json); only checkpointing differs."""
     from mosr.experiment import Variant, train_config
     from mosr.training.config import TrainConfig
 
@@ -363,13 +364,16 @@ def test_quickstart_trains_the_point_the_selection_rule_chose_for_each_method():
     cfg = ExperimentConfig.load(root / "configs" / "quickstart.yaml")  # identical to the built-in one (test above)
     selection = json.loads((root / "results" / "frontier-2026-12-05" / "selection.json").read_text())["frontiers"]
     ignore = ("checkpoint_every", "keep_checkpoints")
+    mosr = json.loads((root / "results" / "ablations-val" / "chosen.json").read_text())  # the best MOSR variant (clause 3)
     trained = [m for m in cfg.methods if m != "undefended"]
-    assert sorted(trained) == ["mosr", "rr", "xboundary"]
+    assert sorted(trained) == sorted(["rr", "xboundary", mosr["method"]])
     for method in trained:
-        chosen = selection[f"results/frontier-2026-12-05/{method}/frontier.json"]
-        assert chosen["config"] == f"configs/train-{method}.yaml" and not chosen["overrides"]
-        step = chosen["chosen_step"]
-        single = TrainConfig.load(root / chosen["config"])
+        if method == mosr["method"]:  # a point of the :val ablation: configs/train-mosr.yaml and the variant's keys, 60 steps
+            single, step = TrainConfig.load(root / "configs" / "train-mosr.yaml", mosr["sets"]), 60
+        else:
+            chosen = selection[f"results/frontier-2026-12-05/{method}/frontier.json"]
+            assert chosen["config"] == f"configs/train-{method}.yaml" and not chosen["overrides"]
+            single, step = TrainConfig.load(root / chosen["config"]), chosen["chosen_step"]
         want = {k: v for k, v in single.to_dict().items() if k not in ignore}
         want["stop_after"] = step if step < single.steps else None
         got = {k: v for k, v in train_config(cfg, Variant(method), seed=0).to_dict().items() if k not in ignore}

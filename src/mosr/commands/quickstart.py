@@ -14,14 +14,14 @@ import yaml
 from mosr.experiment import ExperimentConfig, run_experiment
 
 QUICKSTART_YAML = """\
-# mosr quickstart: the base model and the chosen point of each defence (rr, xboundary, mosr) on the
+# mosr quickstart: the base model and the chosen point of each defence (rr, xboundary, MOSR) on the
 # embedded SmolLM2-135M-Instruct, evaluated on the first 25 prompts of six test sets, analysed, and
 # reported. A demonstration of the pipeline with the settings chosen on :val splits, one seed, not a
 # measurement (intervals over 25-50 prompts are wide; docs/RESULTS.md has the 3-seed test results).
 # A rerun reuses every finished stage. The same keys run the full experiment: configs/experiment.yaml.
-title: "mosr quickstart: the chosen rr, xboundary and mosr on SmolLM2-135M-Instruct"
+title: "mosr quickstart: the chosen rr, xboundary and MOSR on SmolLM2-135M-Instruct"
 model: default
-methods: [undefended, xboundary, rr, mosr]
+methods: [undefended, xboundary, rr, mosr-beta-warmup]
 seeds: [0]
 train:                        # configs/train-{rr,xboundary,mosr}.yaml, kept identical by a test
   target_layers: [10, 20]
@@ -35,7 +35,8 @@ train:                        # configs/train-{rr,xboundary,mosr}.yaml, kept ide
   lora_r: 16
   lora_alpha: 16
   checkpoint_every: 0
-method_train:                 # stop_after: the step the selection rule chose on :val (results/frontier-2026-12-05/selection.json)
+method_train:                 # stop_after: the step the selection rule chose on :val (results/frontier-2026-12-05/selection.json);
+                              # MOSR: the mosr keys plus the variant's beta warm-up (results/ablations-val/chosen.json)
   rr: {lr: 5.0e-4, lora_b_init_std: 0.01, stop_after: 30}
   xboundary: {lr: 5.0e-4, lora_b_init_std: 0.01, xb_schedule_span: 1.6666666666666667, xb_separation_weight: 1.0,
               max_pseudo: null, stop_after: 10}
