@@ -240,11 +240,8 @@ def analyze_config(cfg: ExperimentConfig, adapter: str | None, eval_run: str | N
                         extra={"model": cfg.model, "adapter": adapter, "eval_run": eval_run, "seed": seed, "cache_dir": cache_dir})
 
 
-def _train_inputs(tc: TrainConfig) -> dict[str, Any]:
-    inputs = {k: v for k, v in dataclasses.asdict(tc).items() if k not in _TRAIN_IGNORED}
-    if inputs.get("stop_after") is None:
-        inputs.pop("stop_after", None)  # a key added later: runs that do not use it keep their stage hash
-    return inputs
+def _train_inputs(tc: TrainConfig) -> dict[str, Any]:  # stop_after, added later, counts only when set (old hashes hold)
+    return {k: v for k, v in dataclasses.asdict(tc).items() if k not in _TRAIN_IGNORED and not (k == "stop_after" and v is None)}
 
 
 def _eval_inputs(ec: EvalConfig) -> dict[str, Any]:
@@ -257,8 +254,7 @@ def _eval_inputs(ec: EvalConfig) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=None)
 def _resolved_judge(name: str) -> str:
-    """The judge an alias stands for (its ``name``) and the version of the judges' rules
-    (:func:`mosr.judges.rules_fingerprint`), or the name itself when it cannot be built here."""
+    """The judge an alias stands for and the judges' rules version, or the name when it cannot be built here."""
     try:
         return f"{getattr(judges.get_judge(name), 'name', name)}@{judges.rules_fingerprint()}"
     except MosrError:
