@@ -13,11 +13,12 @@ than a hint only where it is also larger than the seed spread of docs/RESULTS.md
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from pathlib import Path
 
+from mosr.bundles import open_run
 from mosr.metrics import Rate, mcnemar_exact
+from mosr.records import read_judgments
 
 SAFETY_SETS = ("advbench:val", "harmful-instructions:val")
 OVER_SETS = ("or-bench-hard:val",)
@@ -30,15 +31,9 @@ MEASURES = {  # name: (sets, does a verdict count)
 
 
 def _judgments(folder: Path) -> dict[str, str]:
-    """Plain-prompt verdict per prompt key of one eval folder (a run or a bundle)."""
-    for name in ("judgments.jsonl", "judgments.jsonl.gz"):
-        path = folder / name
-        if path.is_file():
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8") as fh:
-                rows = [json.loads(line) for line in fh if line.strip()]
-            return {r["key"]: r["verdict"] for r in rows if r.get("attack", "none") == "none"}
-    raise SystemExit(f"{folder}: no judgments.jsonl(.gz)")
+    """Plain-prompt verdict per prompt key of one eval run folder or its bundle (unpacked and verified)."""
+    with open_run(folder) as run:
+        return {r.key: r.verdict for r in read_judgments(run) if r.attack == "none"}
 
 
 def eval_folders(root: Path, seed: int) -> dict[str, Path]:
