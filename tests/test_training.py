@@ -569,3 +569,5 @@ def test_the_stop_after_key_ends_the_run_with_a_finished_adapter_of_that_step(tm
     for bad in (0, 5):
         with pytest.raises(ConfigError, match="stop_after must be in 1..steps"):
             cfg(steps=4, stop_after=bad)
+    with pytest.raises(ConfigError, match="stop_after must be in 1..steps"):  # --stop-after past the config's end
+        train(cfg(steps=4, stop_after=2), tmp_path / "past", loaded=tiny_model(num_layers=N_LAYERS), data=toy_data(), stop_after=3)

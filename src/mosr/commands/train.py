@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint (same config; only --steps and checkpointing may change)")
     p.add_argument("--steps", type=int, help="optimizer steps")
     p.add_argument("--stop-after", type=int, metavar="N", help="stop after N steps of the --steps schedule and keep them as checkpoint N "
-                   "(export it with mosr.training.export_checkpoint; --resume later finishes the run)")
+                   "(export it with mosr.training.export_checkpoint; --resume later finishes the run); at most the config key stop_after "
+                   "when that is set")
     p.add_argument("--seed", type=int, help="seed")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set alpha=5 --set target_layers=8,16 (repeatable)")
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     last = result.history[-1] if result.history else {}
     print(f"trained {cfg.method} for {result.steps} steps in {result.seconds:.0f} s ({result.tokens_per_s:.0f} tokens/s); "
           f"final loss {last.get('loss', float('nan')):.4f}")
-    if result.steps < cfg.steps and result.steps != cfg.stop_after:
+    if result.steps < cfg.end_step:
         print(f"stopped after step {result.steps} of {cfg.steps}: checkpoint {result.steps} in {result.out}/checkpoints")
     else:
         print(f"adapter: {result.out}  (use --adapter {result.out})")

@@ -249,6 +249,11 @@ class TrainConfig:
 
     # ------------------------------------------------------------------------------ resolved
     @property
+    def end_step(self) -> int:
+        """The step the run is meant to end after: ``stop_after`` when set, else ``steps``."""
+        return self.stop_after if self.stop_after is not None else self.steps
+
+    @property
     def spec(self) -> MethodSpec:
         return METHODS[self.method]
 

@@ -90,7 +90,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool | str = False, load
 
     if resume not in (True, False, "auto"):
         raise ConfigError(f"resume must be True, False or 'auto', got {resume!r}")
-    last_step(stop_after if stop_after is not None else cfg.stop_after, cfg.steps)  # before the model loads and the training data is built
+    last_step(stop_after, cfg.end_step)  # before the model loads and the training data is built
     check_train_folder(out, cfg, resume)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(cfg.seed)
@@ -136,7 +136,7 @@ def _accepted_train(cfg: TrainConfig, run: RunDir, resume: bool | str, loaded: L
         meta = run.read_json("run.json")
         meta["result"] = {"steps": result.steps, "seconds": round(result.seconds, 1), "tokens_per_s": round(result.tokens_per_s, 1),
                           "final": result.history[-1] if result.history else None}
-        if result.steps < cfg.steps and result.steps != cfg.stop_after:
+        if result.steps < cfg.end_step:
             meta["result"]["stopped_after"] = result.steps  # of a cfg.steps schedule: a checkpoint, no final adapter
         run.write_json("run.json", meta)
     loaded.model = unwrap_peft_model(trainer.step_module, accelerator)

@@ -316,7 +316,7 @@ class Trainer(ReferenceStats):
         them as a checkpoint (the schedule is still that of ``cfg.steps``; resume to finish). The config key
         ``stop_after`` instead ends the run there: its adapter is saved at that step as a finished one."""
         cfg, acc = self.cfg, self.accelerator
-        end = last_step(stop_after if stop_after is not None else cfg.stop_after, cfg.steps)
+        end = last_step(stop_after, cfg.end_step)
         start = 0
         if resume:
             ckpt = self.latest_checkpoint()
@@ -370,14 +370,14 @@ class Trainer(ReferenceStats):
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{n_tok / dt:.0f}")
                 done = step + 1
-                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps:
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < end:  # `end` is saved below
                     last_good = self.save_checkpoint(done) or last_good
                     self.write_curves()
         finally:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - t0
-        if end < cfg.steps and end != cfg.stop_after:
+        if end < cfg.end_step:
             self.save_stopped(end)  # stopped early: the steps so far are a checkpoint, not a finished adapter
         else:
             self.save_final(end)  # all steps, or the end the config sets
@@ -425,7 +425,7 @@ class Trainer(ReferenceStats):
 
 
 def last_step(stop_after: int | None, steps: int) -> int:
-    """The step a run ends after: ``steps``, or ``stop_after`` when it is in 1..steps."""
+    """The step a run ends after: ``steps`` (the config's ``end_step``), or ``stop_after`` when it is in 1..steps."""
     if stop_after is None:
         return steps
     if not 1 <= stop_after <= steps:
