@@ -24,15 +24,16 @@ def model_dir(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("dist") / "tiny", num_layers=2, init_std=0.3)  # varied completions
 
 
-def mosr_cli(args: list[str], nproc: int, tmp: Path, port: int) -> subprocess.CompletedProcess:
-    """``mosr ARGS`` on ``nproc`` processes, one thread each (the same floating-point path for both runs)."""
+def mosr_cli(args: list[str], nproc: int, tmp: Path) -> subprocess.CompletedProcess:
+    """``mosr ARGS`` on ``nproc`` processes, one thread each (the same floating-point path for both runs).
+    ``--standalone`` lets the launcher pick a free port, so runs never race for a fixed one."""
     src = str(Path(mosr.__file__).resolve().parents[1])
     env = {**os.environ, "MOSR_PROGRESS": "0", "MOSR_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    launch = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(port)] if nproc > 1 else []
+    launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 else []
     proc = subprocess.run([sys.executable, *launch, "-m", "mosr", *args], env=env, capture_output=True, text=True, timeout=300)
-    own = [line for line in proc.stderr.splitlines() if line.startswith(("error:", "Traceback", "RuntimeError"))]
-    assert proc.returncode == 0, "\n".join(own) + "\n...\n" + proc.stderr[-1500:]
+    own = [line for line in proc.stderr.splitlines() if line.startswith(("error:", "Traceback", "RuntimeError", "terminate", "[rank"))]
+    assert proc.returncode == 0, "\n".join(own) + "\n...\n" + proc.stderr[-3000:]
     return proc
 
 
@@ -54,8 +55,8 @@ def _interrupt(run: Path, keep: int, journal: int) -> int:
 
 def test_eval_on_two_processes_matches_one_and_resumes_with_either(model_dir, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
-    mosr_cli([*EVAL, "--model", str(model_dir), "--out", str(one)], 1, tmp_path, 29541)
-    proc = mosr_cli([*EVAL, "--model", str(model_dir), "--out", str(two)], 2, tmp_path, 29542)
+    mosr_cli([*EVAL, "--model", str(model_dir), "--out", str(one)], 1, tmp_path)
+    proc = mosr_cli([*EVAL, "--model", str(model_dir), "--out", str(two)], 2, tmp_path)
     assert proc.stdout.count("results:") == 1  # only the main process reports
     want = (one / "completions.jsonl").read_bytes()
     assert (two / "completions.jsonl").read_bytes() == want
@@ -70,9 +71,9 @@ def test_eval_on_two_processes_matches_one_and_resumes_with_either(model_dir, tm
     assert len(set(completions)) > 5  # varied text: a wrong batch or order would show
 
     # killed mid-way, then resumed on two processes, then (killed again) on one: the same folder as one process
-    for nproc, port in ((2, 29543), (1, 0)):
+    for nproc in (2, 1):
         lost = _interrupt(two, keep=4, journal=5)
-        mosr_cli([*EVAL, "--model", str(model_dir), "--out", str(two)], nproc, tmp_path, port)
+        mosr_cli([*EVAL, "--model", str(model_dir), "--out", str(two)], nproc, tmp_path)
         assert (two / "completions.jsonl").read_bytes() == want
         assert (two / "metrics.json").read_bytes() == (one / "metrics.json").read_bytes()
         assert not list(two.glob("completions.rank*"))
@@ -91,8 +92,8 @@ def test_analyze_extraction_on_two_processes_matches_one(model_dir, tmp_path):
     import numpy as np
 
     one, two = tmp_path / "one", tmp_path / "two"
-    mosr_cli([*ANALYZE, "--model", str(model_dir), "--out", str(one)], 1, tmp_path, 0)
-    proc = mosr_cli([*ANALYZE, "--model", str(model_dir), "--out", str(two)], 2, tmp_path, 29544)
+    mosr_cli([*ANALYZE, "--model", str(model_dir), "--out", str(one)], 1, tmp_path)
+    proc = mosr_cli([*ANALYZE, "--model", str(model_dir), "--out", str(two)], 2, tmp_path)
     assert proc.stdout.count("report:") == 1
     meta = _json(two / "run.json")
     # 3 groups of 10 prompts in batches of 4 (4, 4, 2): process 0 takes batches 0 and 2, process 1 batch 1
@@ -111,3 +112,18 @@ def test_batches_are_dealt_round_robin_across_calls():
     assert ProcessGroup().dealer() is None
     deal = ProcessGroup(world=2, rank=1).dealer()
     assert [deal(b) for b in (0, 1, 2)] + [deal(b) for b in (0, 1)] == [False, True, False, True, False]
+
+
+def test_shutdown_closes_the_process_group_and_is_a_no_op_without_one(tmp_path):
+    import torch.distributed as dist
+
+    from mosr.distributed import shutdown
+
+    shutdown()  # no group: nothing to do
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'store'}")
+    try:
+        shutdown()
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -18,7 +18,7 @@ def test_two_cpu_processes_train_one_adapter(tmp_path):
     conf.write_text("harmful_datasets: []\nmax_pairs: 8\nmax_retain: 8\nbatch_size: 2\nmax_length: 96\nsteps: 3\n")
     out = tmp_path / "run"
     env = {**os.environ, "MOSR_PROGRESS": "0", "MOSR_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "mosr.cli", "train", "--method", "rr", "--model", str(model_dir), "--config", str(conf), "--out", str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     # a failing rank's own message comes before torchrun's long summary; show it first

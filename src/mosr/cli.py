@@ -40,14 +40,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_libraries()
+    from mosr.distributed import shutdown
+
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
     except MosrError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        shutdown(wait=False)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished results are saved; rerun the same command to resume", file=sys.stderr)
+        shutdown(wait=False)
         return 130
+    shutdown()
+    return status
 
 
 def _quiet_libraries() -> None:

@@ -102,3 +102,19 @@ def process_group() -> ProcessGroup:
     except ValueError as exc:
         raise RunError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number of processes") from exc
     return _group(world)
+
+
+def shutdown(*, wait: bool = True) -> None:
+    """End this process's part in the process group, if one was started.
+
+    Left to interpreter exit, gloo's worker threads are torn down after the group they serve, and
+    a process that reaches exit before the others can abort ("terminate called without an active
+    exception"). ``wait`` first lets every process reach this point (a barrier), so no process
+    closes connections another still uses; pass ``wait=False`` on an error path, where another
+    process may never arrive.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if wait:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
