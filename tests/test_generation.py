@@ -73,3 +73,60 @@ def test_ignore_eos_decodes_every_row_to_the_limit(monkeypatch):
     assert seen[0] and seen[1] == []
     tok_lists = real(loaded, ["a b c"], 6, [])
     assert [len(t) for t in tok_lists] == [6]
+
+
+def test_the_buffered_kv_cache_decodes_exactly_what_the_concatenating_cache_did(monkeypatch):
+    """Greedy tokens are pinned to the transformers DynamicCache path, with rows leaving the batch mid-way."""
+    import mosr.generation as gen
+    from mosr.testing import tiny_model
+
+    varied = tiny_model(init_std=0.3)  # varied text: a wrong cache position would show
+    eos = varied.tokenizer.eos_token_id
+    prompts = [*PROMPTS, "Tell me a story about a cat", "Why is the sky blue?", "2+2"]
+
+    def run() -> tuple[list[str], list[int]]:
+        steps, widths = iter(range(100)), []
+
+        def end_a_row_per_step(module, inputs, output):  # at step k, row k of the current batch ends
+            k, rows = next(steps), output.shape[0]
+            widths.append(rows)
+            if 0 < k < rows:
+                output[k, ..., eos] = 1e4
+            return output
+
+        handle = varied.model.lm_head.register_forward_hook(end_a_row_per_step)
+        try:
+            return generate(varied, prompts, max_new_tokens=9, batch_size=8), widths
+        finally:
+            handle.remove()
+
+    updates = []
+    monkeypatch.setattr(gen._BUFFERED_LAYER, "update", _spy(gen._BUFFERED_LAYER.update, updates))
+    buffered, widths = run()
+    assert updates and widths[:4] == [8, 8, 7, 6]  # the buffered layers ran, and rows left the batch
+    monkeypatch.setattr(gen, "_buffered_cache", lambda model, capacity: None)
+    updates.clear()
+    concatenated, widths_before = run()
+    assert not updates and widths_before == widths
+    assert buffered == concatenated
+    assert len(set(buffered)) > 4
+
+
+def _spy(fn, calls: list):
+    def wrapper(self, *args, **kwargs):
+        calls.append(1)
+        return fn(self, *args, **kwargs)
+
+    return wrapper
+
+
+def test_a_buffered_layer_grows_past_its_planned_length():
+    from mosr.generation import _BUFFERED_LAYER
+
+    layer = _BUFFERED_LAYER(capacity=3)
+    k = torch.arange(2 * 2 * 5 * 4, dtype=torch.float32).reshape(2, 2, 5, 4)
+    layer.update(k[:, :, :2], -k[:, :, :2])
+    layer.batch_select_indices(torch.tensor([1, 0]))
+    keys, values = layer.update(k[[1, 0], :, 2:5], -k[[1, 0], :, 2:5])  # 5 positions in a buffer of 3
+    assert torch.equal(keys, k[[1, 0]]) and torch.equal(values, -k[[1, 0]])
+    assert layer.get_seq_length() == 5 and layer.capacity >= 5

@@ -106,6 +106,82 @@ def _select_cache_rows(cache, keep: torch.Tensor):
     return tuple(tuple(t.index_select(0, keep) for t in layer) for layer in cache)
 
 
+def _buffered_layer_class():
+    """A transformers ``DynamicLayer`` that writes each step's keys and values into a buffer sized for
+    the whole batch, instead of concatenating a new copy of its cache at every step.
+
+    ``DynamicLayer.update`` copies the layer's whole cache once per decoding step (two copies per
+    layer per token); at batch 64 on the default model that was about half of a decoding step. Here
+    ``keys``/``values`` are views of the first ``n`` positions of the buffer, holding the same
+    numbers in the same order, so attention computes exactly what it computed before. None where
+    this transformers has no ``DynamicLayer`` (older cache API)."""
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:  # pragma: no cover - older transformers
+        return None
+
+    class BufferedLayer(DynamicLayer):
+        def __init__(self, capacity: int) -> None:
+            super().__init__()
+            self.capacity = capacity
+            self._keys: torch.Tensor | None = None
+            self._values: torch.Tensor | None = None
+
+        def _allocate(self, keys: torch.Tensor, values: torch.Tensor, rows: int, capacity: int, filled: int) -> None:
+            kb, vb = keys.new_empty((rows, keys.shape[1], capacity, keys.shape[-1])), values.new_empty((rows, values.shape[1], capacity, values.shape[-1]))
+            if filled:
+                kb[:, :, :filled] = keys
+                vb[:, :, :filled] = values
+            self._keys, self._values, self.capacity = kb, vb, capacity
+            self.keys, self.values = kb[:, :, :filled], vb[:, :, :filled]
+
+        def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+            self.device = key_states.device
+            self._allocate(key_states, value_states, key_states.shape[0], self.capacity, 0)
+            self.is_initialized = True
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            filled = self.keys.shape[-2]
+            end = filled + key_states.shape[-2]
+            if end > self.capacity:  # more than planned (a caller decoding past max_new_tokens): grow once
+                self._allocate(self.keys, self.values, self.keys.shape[0], max(end, 2 * self.capacity), filled)
+            self._keys[:, :, filled:end] = key_states
+            self._values[:, :, filled:end] = value_states
+            self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.is_initialized:
+                filled = self.keys.shape[-2]
+                self._allocate(self.keys[indices], self.values[indices], indices.numel(), self.capacity, filled)
+
+    return BufferedLayer
+
+
+_BUFFERED_LAYER = _buffered_layer_class()
+
+
+def _buffered_cache(model: torch.nn.Module, capacity: int):
+    """A ``DynamicCache`` of :func:`_buffered_layer_class` layers holding ``capacity`` positions, or None
+    (the model then builds its own cache) where the model's layers are not plain full-attention
+    ``DynamicLayer`` s, for example sliding-window or linear-attention layers."""
+    if _BUFFERED_LAYER is None:  # pragma: no cover - older transformers
+        return None
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # noqa: BLE001 - a config this transformers cannot map: use the model's own cache
+        log.debug("no buffered KV cache for %s", type(model).__name__, exc_info=True)
+        return None
+    if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return None
+    cache.layers = [_BUFFERED_LAYER(capacity) for _ in cache.layers]
+    return cache
+
+
 def _accepts(model: torch.nn.Module, name: str) -> bool:
     import inspect
 
@@ -134,7 +210,7 @@ def _generate_batch(loaded: LoadedModel, texts: list[str], max_new_tokens: int, 
     position_ids = (attn.cumsum(-1) - 1).clamp(min=0)
     cache_arg, cache_out = _cache_names(model)
     extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    past = None
+    past = _buffered_cache(model, input_ids.shape[1] + max_new_tokens)
     step_input, step_pos = input_ids, position_ids
     for _ in range(max_new_tokens):
         res = model(input_ids=step_input, attention_mask=attn, position_ids=step_pos, use_cache=True, **{cache_arg: past}, **extra)
