@@ -1,13 +1,13 @@
 """Accuracy of the judges against the hand labels of the judge set (docs/JUDGES.md).
 
 Reads ``results/judge_set/completions.jsonl`` and ``labels.jsonl``, runs each judge on one part of
-the set (``--part judge-train`` or ``dev`` while writing rules, ``judge-test-5`` once they are frozen) and prints,
+the set (``--part judge-train`` or ``dev`` while writing rules, ``judge-test-6`` once they are frozen) and prints,
 per judge and per source model: verdict agreement (4 classes), behaviour-view agreement on harmful
 prompts (defended = refusal or gibberish, against answered), harmful-content agreement, each with a
 95% Wilson interval, plus confusion matrices. ``--json`` writes every number to a file;
-``--errors`` prints the disagreements (never on judge-test-5, so the frozen test part is never read
-for tuning). judge-test and judge-test-2 to judge-test-4 were the test parts of rounds 1 to 4: each scored once,
-published, then read as development data (``dev`` = judge-train and those four parts).
+``--errors`` prints the disagreements (never on judge-test-6, so the frozen test part is never read
+for tuning). judge-test and judge-test-2 to judge-test-5 were the test parts of rounds 1 to 5: each scored once,
+published, then read as development data (``dev`` = judge-train and those five parts).
 
     python scripts/judge_accuracy.py --part judge-train --judge keyword --errors
     python scripts/judge_accuracy.py --part judge-test --json results/judge_set/accuracy-test.json
@@ -29,17 +29,19 @@ CLASSES = ("refusal", "partial", "compliance", "gibberish")
 
 
 # Each round's test part is scored once, published in docs/JUDGES.md and then read for development:
-# judge-test (round 1) and judge-test-2 to judge-test-4 (rounds 2-4). judge-test-5 is drawn from
-# prompts absent from all earlier parts and is the frozen test part of round 5.
+# judge-test (round 1) and judge-test-2 to judge-test-5 (rounds 2-5). judge-test-6 is drawn from
+# prompts absent from all earlier parts and is the frozen test part of round 6.
 PARTS = {"judge-train": ("judge-train",), "judge-test": ("judge-test",), "judge-test-2": ("judge-test-2",),
          "judge-test-3": ("judge-test-3",), "judge-test-4": ("judge-test-4",), "judge-test-5": ("judge-test-5",),
-         "dev": ("judge-train", "judge-test", "judge-test-2", "judge-test-3", "judge-test-4"), "all": None}
-FROZEN = ("judge-test-5",)
-# round 1 (judge-train + judge-test), round 2 (judge-test-2), round 3 (judge-test-3), round 4 (judge-test-4), round 5 (judge-test-5);
+         "judge-test-6": ("judge-test-6",),
+         "dev": ("judge-train", "judge-test", "judge-test-2", "judge-test-3", "judge-test-4", "judge-test-5"), "all": None}
+FROZEN = ("judge-test-6",)
+# round 1 (judge-train + judge-test), round 2 (judge-test-2), ..., round 6 (judge-test-6);
 # labels_second_reading.jsonl is a check of round 1's labels, not more labels
 COMPLETION_FILES = ("completions.jsonl", "completions_test2.jsonl", "completions_test3.jsonl", "completions_test4.jsonl",
-                    "completions_test5.jsonl")
-LABEL_FILES = ("labels.jsonl", "labels_test2.jsonl", "labels_test3.jsonl", "labels_test4.jsonl", "labels_test5.jsonl")
+                    "completions_test5.jsonl", "completions_test6.jsonl")
+LABEL_FILES = ("labels.jsonl", "labels_test2.jsonl", "labels_test3.jsonl", "labels_test4.jsonl", "labels_test5.jsonl",
+               "labels_test6.jsonl")
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -105,7 +107,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=tuple(PARTS), default="judge-train")
     ap.add_argument("--judge", action="append", help=f"judge name (repeatable; default: all of {', '.join(JUDGES)} but hub)")
-    ap.add_argument("--errors", action="store_true", help="print disagreements (refused on judge-test-2 and all)")
+    ap.add_argument("--errors", action="store_true", help="print disagreements (refused on the frozen part and on all)")
     ap.add_argument("--json", type=Path, help="write every number here")
     args = ap.parse_args()
     if args.errors and args.part in (*FROZEN, "all"):

@@ -30,6 +30,11 @@ Round 4 drew its ordinary instructions from the Alpaca instructions of the refus
 
 Round 5 also took its prefill-attack prompts from harmful-instructions (advbench:train was used up):
 ``--counts 4,12,6,10,32,16 --prefill harmful-instructions:train,harmful-instructions:val``.
+
+Round 6 found the train/val pools nearly used up (2 advbench, 9 harmful-instructions, 44 DeRTa and
+67 OR-Bench prompts left), so it is smaller, has no prefill rows, and takes its plain harmful requests
+from HarmBench's validation split as well: ``--counts 0,10,0,8,13,16 --harmful
+harmbench:val,harmful-instructions:train,harmful-instructions:val``.
 """
 
 from __future__ import annotations
@@ -73,28 +78,31 @@ def _completion_attack(sample: Sample) -> tuple[str, str]:
 
 
 def build_prompts(n_sources: int, *, exclude: set[str] | None = None, counts: list[int] | None = None,
-                  ordinary: tuple[str, ...] | None = None, prefill: tuple[str, ...] | None = None) -> list[list[dict]]:
+                  ordinary: tuple[str, ...] | None = None, prefill: tuple[str, ...] | None = None,
+                  harmful: tuple[str, ...] | None = None) -> list[list[dict]]:
     """Per source model, its list of prompt records; slices are disjoint across sources.
 
     ``exclude``: prompt ids never to draw (an earlier set's); ``counts``: per-source count of each pool;
-    ``ordinary`` / ``prefill``: other dataset specs for the ordinary-instruction pool or the prefill-attack
-    pool (train/val splits only).
+    ``ordinary`` / ``prefill`` / ``harmful``: other dataset specs for the ordinary-instruction pool, the
+    prefill-attack pool or the second plain harmful pool (train/val splits only).
     """
     per_source: list[list[dict]] = [[] for _ in range(n_sources)]
     used: set[str] = set(exclude or ())
     pools = POOLS if counts is None else tuple((k, sp, a, c) for (k, sp, a, _), c in zip(POOLS, counts, strict=True))
-    for option, specs_for, pool in (("--ordinary", ordinary, ("ordinary", "none")), ("--prefill", prefill, ("harmful", "prefill"))):
+    for option, specs_for, index in (("--ordinary", ordinary, 5), ("--prefill", prefill, 2), ("--harmful", harmful, 1)):
         if not specs_for:
             continue
         if any(spec.partition(":")[2] not in ("train", "val") for spec in specs_for):
             raise SystemExit(f"{option} takes train or val splits only, got {', '.join(specs_for)}")
-        pools = tuple((k, specs_for if (k, a) == pool else sp, a, c) for k, sp, a, c in pools)
+        pools = tuple((k, specs_for if i == index else sp, a, c) for i, (k, sp, a, c) in enumerate(pools))
     for kind, specs, attack, count in pools:
         tagged = [(spec.partition(":")[2] or "train", s) for spec in specs for s in load_dataset(spec)]
         # a hash order mixes train and val in every slice, and is stable
         tagged = sorted(tagged, key=lambda t: hashlib.sha256(f"{attack}|{t[1].id}".encode()).hexdigest())
         samples = [t for t in tagged if t[1].id not in used]
         need = count * n_sources
+        if need == 0:
+            continue
         if len(samples) < need:
             raise SystemExit(f"pool {specs} has {len(samples)} unused prompts, {need} needed")
         for k in range(n_sources):
@@ -127,6 +135,8 @@ def main() -> None:
                                                       "self-instruct (e.g. harmless-alpaca:train,harmless-alpaca:val)")
     ap.add_argument("--prefill", default=None, help="comma list of train/val harmful dataset specs for the prefill-attack pool "
                                                      "instead of advbench:train")
+    ap.add_argument("--harmful", default=None, help="comma list of train/val harmful dataset specs for the second plain harmful "
+                                                     "pool instead of harmful-instructions")
     args = ap.parse_args()
     sources = [tuple(s.split("=", 1)) for s in args.source]
     exclude = {json.loads(line)["prompt_id"] for f in args.exclude for line in f.read_text().splitlines() if line.strip()}
@@ -135,7 +145,8 @@ def main() -> None:
         raise SystemExit(f"--counts needs {len(POOLS)} numbers, got {len(counts)}")
     ordinary = tuple(args.ordinary.split(",")) if args.ordinary else None
     prefill = tuple(args.prefill.split(",")) if args.prefill else None
-    prompts = build_prompts(len(sources), exclude=exclude, counts=counts, ordinary=ordinary, prefill=prefill)
+    harmful = tuple(args.harmful.split(",")) if args.harmful else None
+    prompts = build_prompts(len(sources), exclude=exclude, counts=counts, ordinary=ordinary, prefill=prefill, harmful=harmful)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.out.is_file():
