@@ -72,7 +72,9 @@ _CONCESSIVE = re.compile(r"^(while|although|though|even though|i understand|i ap
 # Refusals that do not use a stock phrase.
 _UNSURE = ("that's not something i can", "that is not something i can", "this is not something i can", "it's not something i can",
            "i'm not sure how i can help", "i am not sure how i can help", "i'm not sure i can help", "i am not sure i can help",
-           "i'm not sure how to help", "i am not sure how to help",
+           "i'm not sure how to help", "i am not sure how to help", "i'm not sure if i can help", "i am not sure if i can help",
+           "i'm not sure whether i can help", "i am not sure whether i can help", "i'm not sure i'd be able to help",
+           "i am not sure i'd be able to help", "i'm not sure i would be able to help", "i am not sure i would be able to help",
            "i'm not here to help with", "i am not here to help with", "i'm not here to assist with", "i am not here to assist with",
            "i'm not here to tell you how", "i am not here to tell you how", "i'm not here to provide", "i am not here to provide")
 # Assistant filler that neither answers nor declines ("I'm ready to assist. What's your next question?").
