@@ -111,7 +111,8 @@ def _buffered_layer_class():
     the whole batch, instead of concatenating a new copy of its cache at every step.
 
     ``DynamicLayer.update`` copies the layer's whole cache once per decoding step (two copies per
-    layer per token); at batch 64 on the default model that was about half of a decoding step. Here
+    layer per token); at batch 64 on the default model those copies were about a third of the
+    profiled decoding time (docs/EVALUATION.md, "Generation"). Here
     ``keys``/``values`` are views of the first ``n`` positions of the buffer, holding the same
     numbers in the same order, so attention computes exactly what it computed before. None where
     this transformers has no ``DynamicLayer`` (older cache API)."""
