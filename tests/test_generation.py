@@ -130,3 +130,23 @@ def test_a_buffered_layer_grows_past_its_planned_length():
     keys, values = layer.update(k[[1, 0], :, 2:5], -k[[1, 0], :, 2:5])  # 5 positions in a buffer of 3
     assert torch.equal(keys, k[[1, 0]]) and torch.equal(values, -k[[1, 0]])
     assert layer.get_seq_length() == 5 and layer.capacity >= 5
+
+
+def test_a_tie_between_top_logits_goes_to_the_first_token(tiny):
+    """Greedy picks the lowest token id among equal maxima, as argmax and model.generate do."""
+    a, b = 11, 7  # both maximal; 7 must win
+    steps = []
+
+    def tie(module, inputs, output):
+        steps.append(1)
+        output[..., a] = output[..., b] = 1e4
+        return output
+
+    handle = tiny.model.lm_head.register_forward_hook(tie)
+    try:
+        from mosr.generation import _generate_batch, stop_token_ids
+
+        tokens = _generate_batch(tiny, ["hi", "Write a poem"], 3, stop_token_ids(tiny.tokenizer))
+    finally:
+        handle.remove()
+    assert tokens == [[b, b, b], [b, b, b]]
