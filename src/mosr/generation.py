@@ -128,7 +128,9 @@ def _buffered_layer_class():
             self._keys: torch.Tensor | None = None
             self._values: torch.Tensor | None = None
 
-        def _allocate(self, keys: torch.Tensor, values: torch.Tensor, rows: int, capacity: int, filled: int) -> None:
+        def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int, filled: int) -> None:
+            """New buffers of ``capacity`` positions for the rows of ``keys``/``values``, holding their first ``filled``."""
+            rows = keys.shape[0]
             kb, vb = keys.new_empty((rows, keys.shape[1], capacity, keys.shape[-1])), values.new_empty((rows, values.shape[1], capacity, values.shape[-1]))
             if filled:
                 kb[:, :, :filled] = keys
@@ -138,7 +140,7 @@ def _buffered_layer_class():
 
         def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
             self.device = key_states.device
-            self._allocate(key_states, value_states, key_states.shape[0], self.capacity, 0)
+            self._allocate(key_states, value_states, self.capacity, 0)
             self.is_initialized = True
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
@@ -147,7 +149,7 @@ def _buffered_layer_class():
             filled = self.keys.shape[-2]
             end = filled + key_states.shape[-2]
             if end > self.capacity:  # more than planned (a caller decoding past max_new_tokens): grow once
-                self._allocate(self.keys, self.values, self.keys.shape[0], max(end, 2 * self.capacity), filled)
+                self._allocate(self.keys, self.values, max(end, 2 * self.capacity), filled)
             self._keys[:, :, filled:end] = key_states
             self._values[:, :, filled:end] = value_states
             self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
@@ -156,7 +158,7 @@ def _buffered_layer_class():
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             if self.is_initialized:
                 filled = self.keys.shape[-2]
-                self._allocate(self.keys[indices], self.values[indices], indices.numel(), self.capacity, filled)
+                self._allocate(self.keys[indices], self.values[indices], self.capacity, filled)
 
     return BufferedLayer
 
