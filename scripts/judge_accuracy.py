@@ -30,18 +30,21 @@ CLASSES = ("refusal", "partial", "compliance", "gibberish")
 
 # Each round's test part is scored once, published in docs/JUDGES.md and then read for development:
 # judge-test (round 1) and judge-test-2 to judge-test-5 (rounds 2-5). judge-test-6 is drawn from
-# prompts absent from all earlier parts and is the frozen test part of round 6.
-PARTS = {"judge-train": ("judge-train",), "judge-test": ("judge-test",), "judge-test-2": ("judge-test-2",),
-         "judge-test-3": ("judge-test-3",), "judge-test-4": ("judge-test-4",), "judge-test-5": ("judge-test-5",),
-         "judge-test-6": ("judge-test-6",),
-         "dev": ("judge-train", "judge-test", "judge-test-2", "judge-test-3", "judge-test-4", "judge-test-5"), "all": None}
+# prompts absent from all earlier parts and is the frozen test part of round 6. A new round adds one
+# line here and moves FROZEN on. labels_second_reading.jsonl is a check of round 1's labels, not more labels.
+ROUNDS = (  # (test part, completion file, label file); round 1's files also hold judge-train
+    ("judge-test", "completions.jsonl", "labels.jsonl"),
+    ("judge-test-2", "completions_test2.jsonl", "labels_test2.jsonl"),
+    ("judge-test-3", "completions_test3.jsonl", "labels_test3.jsonl"),
+    ("judge-test-4", "completions_test4.jsonl", "labels_test4.jsonl"),
+    ("judge-test-5", "completions_test5.jsonl", "labels_test5.jsonl"),
+    ("judge-test-6", "completions_test6.jsonl", "labels_test6.jsonl"),
+)
 FROZEN = ("judge-test-6",)
-# round 1 (judge-train + judge-test), round 2 (judge-test-2), ..., round 6 (judge-test-6);
-# labels_second_reading.jsonl is a check of round 1's labels, not more labels
-COMPLETION_FILES = ("completions.jsonl", "completions_test2.jsonl", "completions_test3.jsonl", "completions_test4.jsonl",
-                    "completions_test5.jsonl", "completions_test6.jsonl")
-LABEL_FILES = ("labels.jsonl", "labels_test2.jsonl", "labels_test3.jsonl", "labels_test4.jsonl", "labels_test5.jsonl",
-               "labels_test6.jsonl")
+PARTS = {"judge-train": ("judge-train",), **{part: (part,) for part, _, _ in ROUNDS},
+         "dev": ("judge-train", *(part for part, _, _ in ROUNDS if part not in FROZEN)), "all": None}
+COMPLETION_FILES = tuple(completions for _, completions, _ in ROUNDS)
+LABEL_FILES = tuple(labels for _, _, labels in ROUNDS)
 
 
 def _jsonl(path: Path) -> list[dict]:
