@@ -53,6 +53,18 @@ def test_resume_with_other_settings_is_refused(tmp_path, tiny, small_config):
         run_eval(other, tmp_path / "run", loaded=tiny)
 
 
+def test_a_prompt_over_the_batch_token_budget_is_refused_before_the_folder_changes(tmp_path, tiny):
+    (tmp_path / "short.csv").write_text("prompt\nhi\nhello there\n")
+    (tmp_path / "long.csv").write_text("prompt\n" + "bake bread " * 40 + "\n")
+    cfg = dict(model="tiny", suites=[], judge="keyword", max_new_tokens=4, batch_size=2, max_batch_tokens=60)
+    run = tmp_path / "run"
+    run_eval(EvalConfig(datasets=[str(tmp_path / "short.csv")], **cfg), run, loaded=tiny)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".mosr.lock"}
+    with pytest.raises(ConfigError, match="above max_batch_tokens 60"):
+        run_eval(EvalConfig(datasets=[str(tmp_path / "short.csv"), str(tmp_path / "long.csv")], **cfg), run, loaded=tiny)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.name != ".mosr.lock"} == before
+
+
 def test_rejudge_without_generating(tmp_path, tiny, small_config):
     run_eval(small_config, tmp_path / "run", loaded=tiny)
     before = (tmp_path / "run" / "completions.jsonl").read_bytes()

@@ -125,19 +125,23 @@ def plan_tasks(loaded: LoadedModel, config: EvalConfig) -> list[TaskPlan]:
         plan = TaskPlan(task, samples, samples_hash(samples), [record_key(task.dataset, task.attack, s.id) for s in samples],
                         [p for p, _ in pairs], [f for _, f in pairs], [p for p, _ in pairs], [])
         for i, (prompt, prefill) in enumerate(pairs):
-            if budget is None:
-                break
             n = _n_tokens(tok, format_prompt(tok, prompt, system=config.system, response_prefix=prefill))
-            if n <= budget:
-                continue
-            if config.long_prompts == "refuse":
+            if budget is not None and n > budget:
+                if config.long_prompts == "refuse":
+                    raise ConfigError(
+                        f"{task.dataset}: sample {samples[i].id!r} (row {i + 1}) has {n} prompt tokens; the model's context {context} "
+                        f"minus max_new_tokens {config.max_new_tokens} leaves {budget}. Shorten it, or pass --long-prompts truncate "
+                        "to cut long prompts from the middle"
+                    )
+                plan.model_prompts[i], kept = _cut_middle(tok, prompt, prefill, config.system, budget)
+                plan.truncated[i] = {"prompt_tokens": n, "kept_tokens": kept}
+                n = kept
+            if n + config.max_new_tokens > config.max_batch_tokens:  # generation would refuse it, after earlier tasks ran
                 raise ConfigError(
-                    f"{task.dataset}: sample {samples[i].id!r} (row {i + 1}) has {n} prompt tokens; the model's context {context} "
-                    f"minus max_new_tokens {config.max_new_tokens} leaves {budget}. Shorten it, or pass --long-prompts truncate "
-                    "to cut long prompts from the middle"
+                    f"{task.dataset}: sample {samples[i].id!r} (row {i + 1}) needs {n} prompt tokens + max_new_tokens "
+                    f"{config.max_new_tokens} of KV cache, above max_batch_tokens {config.max_batch_tokens}; raise "
+                    f"--max-batch-tokens to at least {n + config.max_new_tokens}"
                 )
-            plan.model_prompts[i], kept = _cut_middle(tok, prompt, prefill, config.system, budget)
-            plan.truncated[i] = {"prompt_tokens": n, "kept_tokens": kept}
         plan.prompt_hashes = [_short_hash([p, f, m]) for p, f, m in zip(plan.prompts, plan.prefills, plan.model_prompts)]
         if plan.truncated:
             log.warning("%s [%s]: %d prompts longer than %d tokens were cut from the middle (recorded in their completions)",
