@@ -339,3 +339,18 @@ def test_the_shipped_experiment_names_its_bundles_folder_and_a_cheaper_pass_leav
     assert bundles() == bundles("--shard", "1/2") == "results/experiment"
     assert bundles("--limit", "50") is None and bundles("--no-bundles") is None
     assert bundles("--limit", "50", "--bundles", "results/cheap") == "results/cheap"
+
+
+def test_the_shipped_experiment_keeps_the_hashes_of_its_bundled_trainings(tmp_path):
+    # A training key added later must not change the stage hash of trainings already bundled: those
+    # stages cannot be redone without hours of training, and their weights are not kept.
+    root = Path(__file__).resolve().parents[1]
+    bundled = {}
+    for info in sorted((root / "results/experiment/train").glob("*/seed*/bundle.json")):
+        stage = json.loads(info.read_text())["stage"]
+        bundled[stage["name"]] = stage["hash"]
+    if not bundled:
+        pytest.skip("no bundled trainings in this checkout")
+    plan = build_plan(ExperimentConfig.load(root / "configs/experiment.yaml"), tmp_path)
+    planned = {s.name: s.key for s in plan.stages}
+    assert {name: planned.get(name) for name in bundled} == bundled

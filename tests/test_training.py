@@ -286,6 +286,28 @@ def test_leaking_training_set_stops(tmp_path, monkeypatch):
         build_training_data(tiny_model(num_layers=2), c)
 
 
+def test_a_training_prompt_in_a_val_split_stops_unless_the_val_check_is_off(tmp_path):
+    from mosr.data import load_dataset
+    from mosr.training.data import build_training_data
+
+    leaky = tmp_path / "leaky.csv"
+    rows = load_dataset("self-instruct:val")[:3]
+    leaky.write_text("prompt\n" + "\n".join(f'"{s.prompt}"' for s in rows) + "\n")
+    c = TrainConfig(method="refusal-sft", retain_datasets=[str(leaky)], max_pairs=2, harmful_datasets=[], retain_answers="own")
+    assert c.leak_check_val
+    with pytest.raises(TrainingError, match="retain_datasets: every sample leaks"):
+        build_training_data(tiny_model(num_layers=2), c)
+    old = build_training_data(tiny_model(num_layers=2), TrainConfig(**{**c.__dict__, "leak_check_val": False}))
+    assert old.summary["leaks_dropped"]["retain_datasets"] == 0
+
+
+def test_the_val_leak_check_covers_the_validation_suite():
+    from mosr.data import VALIDATION_SPECS
+    from mosr.suites import SUITES
+
+    assert sorted(VALIDATION_SPECS) == sorted(t.dataset for t in SUITES["validation"])
+
+
 def test_own_completions_are_cached_by_model_and_prompts(tmp_path, monkeypatch):
     import mosr.generation
     from mosr.data import Sample

@@ -391,9 +391,17 @@ EVAL_SPECS = (
 )
 
 
-def evaluation_samples() -> list[Sample]:
+# Validation splits that settings are chosen on (the `validation` suite, `mosr steer`): training on one of
+# their prompts would flatter the setting that trained on it. Other datasets' training splits can hold
+# them (harmful-instructions:train holds AdvBench prompts of advbench:val).
+VALIDATION_SPECS = ("advbench:val", "harmful-instructions:val", "or-bench-hard:val", "self-instruct:val")
+
+
+def evaluation_samples(*, validation: bool = False) -> list[Sample]:
+    """The samples training must never touch: the test and eval-only sets, plus the validation splits
+    (:data:`VALIDATION_SPECS`) with ``validation=True``."""
     out: list[Sample] = []
-    for spec in EVAL_SPECS:
+    for spec in EVAL_SPECS + (VALIDATION_SPECS if validation else ()):
         out.extend(load_dataset(spec))
     return out
 

@@ -240,8 +240,14 @@ def analyze_config(cfg: ExperimentConfig, adapter: str | None, eval_run: str | N
                         extra={"model": cfg.model, "adapter": adapter, "eval_run": eval_run, "seed": seed, "cache_dir": cache_dir})
 
 
-def _train_inputs(tc: TrainConfig) -> dict[str, Any]:  # stop_after, added later, counts only when set (old hashes hold)
-    return {k: v for k, v in dataclasses.asdict(tc).items() if k not in _TRAIN_IGNORED and not (k == "stop_after" and v is None)}
+# Keys added after stages were bundled, with the value that reproduces the behaviour from before: a stage
+# with that value keeps its old hash (stop_after None = every step; leak_check_val False = test sets only).
+_TRAIN_ADDED = {"stop_after": None, "leak_check_val": False}
+
+
+def _train_inputs(tc: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(tc).items()
+            if k not in _TRAIN_IGNORED and not (k in _TRAIN_ADDED and v is _TRAIN_ADDED[k])}
 
 
 def _eval_inputs(ec: EvalConfig) -> dict[str, Any]:

@@ -207,7 +207,7 @@ def run_steer(cfg: SteerConfig, out: str | Path, *, loaded: LoadedModel | None =
     get_judge(cfg.judge)  # an unknown judge fails before any work
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    evals = evaluation_samples()
+    evals = evaluation_samples(validation=True)  # the knobs are chosen on :val, so no :val prompt may be extracted from
     leaks: dict[str, int] = {}
 
     def clean(role: str, specs: list[str]) -> list[Sample]:

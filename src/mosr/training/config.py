@@ -81,6 +81,9 @@ class TrainConfig:
     max_length: int = _f(128, "max tokens per training sequence (prompt + response)")
     refusal_templates: str | None = _f(None, "text file with one refusal per line (None = built-in templates)")
     leak_threshold: float = _f(0.85, "near-duplicate threshold of the leak check against evaluation sets")
+    leak_check_val: bool = _f(True, "the leak check also covers the :val splits settings are chosen on (advbench, "
+                              "harmful-instructions, or-bench-hard, self-instruct); false = test and eval-only sets only, "
+                              "as runs made before this key existed")
     data_judge: str = _f("default", "judge (mosr.judges.get_judge) that sorts the base model's own completions: harmful ones it "
                          "calls refusal leave the erase set; pseudo-malicious ones enter only if it calls them compliance")
 

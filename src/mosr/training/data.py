@@ -169,7 +169,7 @@ def build_training_data(loaded: LoadedModel, cfg: TrainConfig, *, evals: Sequenc
     ``run_dir``: where the judge verdicts on the own completions are cached (see :func:`judged_answers`).
     """
     spec = cfg.spec
-    evals = list(evals) if evals is not None else evaluation_samples()
+    evals = list(evals) if evals is not None else evaluation_samples(validation=cfg.leak_check_val)
     summary: dict[str, Any] = {}
     need_malicious = spec.rep_loss or spec.refusal_ce
     need_benign = spec.rep_loss or spec.ce_retain or cfg.retain_gamma > 0
