@@ -401,7 +401,8 @@ def test_shipped_experiment_trains_rr_and_mosr_like_the_chosen_single_run_config
     from mosr.training.config import TrainConfig
 
     def settings(c: TrainConfig) -> dict[str, Any]:  # target layers as resolved on the 30-block default
-        return {**c.to_dict(), "target_layers": c.resolved_target_layers(30)}
+        # leak_check_val: the experiment keeps the test-only leak check it started with (docs/EXPERIMENT.md)
+        return {**c.to_dict(), "target_layers": c.resolved_target_layers(30), "leak_check_val": None}
 
     root = Path(__file__).resolve().parents[1] / "configs"
     cfg = ExperimentConfig.load(root / "experiment.yaml")
