@@ -216,6 +216,20 @@ def test_a_damaged_bundle_stops_the_experiment(tiny_run, tmp_path, no_model_work
         run_experiment(cfg, tmp_path / "fresh")
 
 
+def test_a_damaged_bundle_leaves_the_unfinished_stage_folder_alone(tiny_run, tmp_path, no_model_work):
+    bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
+    (bundles / "train/rr/seed0/run.json").write_text("{}")  # e.g. a line-ending conversion on checkout
+    out = tmp_path / "fresh"
+    partial = out / "stages/train/rr/seed0/checkpoints/step-000040"  # a half-done training of the same stage
+    partial.mkdir(parents=True)
+    (partial / "adapter.safetensors").write_bytes(b"weights")
+    cfg = ExperimentConfig.from_dict({**tiny_run["data"], "bundles": str(bundles)})
+    with pytest.raises(RunError, match="train/rr/seed0: run.json was changed after export"):
+        run_experiment(cfg, out)
+    assert (partial / "adapter.safetensors").read_bytes() == b"weights"
+    assert not list((out / "stages/train/rr").glob("*.restoring"))
+
+
 def test_a_new_judge_rejudges_the_bundled_completions(tiny_run, tmp_path, monkeypatch):
     import mosr.experiment as experiment
 

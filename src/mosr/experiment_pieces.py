@@ -186,9 +186,17 @@ def prepare(stages: Sequence[Stage], root: Path, bundles: Path | None, required:
 
 def _restore(stage: Stage, folder: Path, bundle: Path, *, done: bool) -> None:
     """Unpack ``bundle`` into the stage folder; ``done``: as the finished stage, else as the bundle's older stage to reuse."""
+    staging = folder.with_name(folder.name + ".restoring")
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted restore
+    try:
+        info = unpack_bundle(bundle, staging)  # verified before the stage folder is touched
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if folder.exists():
         shutil.rmtree(folder)  # not finished with these inputs: the bundle replaces it
-    info = unpack_bundle(bundle, folder)
+    staging.rename(folder)
     old = info.get("stage") or {}
     atomic_write_text(folder / STAGE_FILE, dumps({
         "name": stage.name, "kind": stage.kind, "hash": stage.key if done else old.get("hash"),
