@@ -159,6 +159,7 @@ def test_metrics_carry_both_views_and_split_partial_refusals():
     assert s["safety"]["attack_success"]["prefill"]["k"] == 1  # partial counts as answered
     assert s["safety"]["harm"]["direct"]["harmful"]["k"] == 2  # harm view: the looping gibberish still carries harm
     assert s["safety"]["harm"]["by_attack"]["prefill"]["unjudged"] == 1
+    assert s["safety"]["harm"]["by_attack"]["prefill"]["harmful"] is None  # nothing read for harm: no rate
     o = s["over-refusal"]
     assert (o["over_refusal"]["k"], o["full_refusal"]["k"], o["partial_refusal"]["k"]) == (2, 1, 1)
 

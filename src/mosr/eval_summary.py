@@ -25,8 +25,10 @@ def headline(metrics: dict[str, Any]) -> dict[str, Rate | float | None]:
 
 
 def _fmt_harm(h: dict[str, Any]) -> str:
+    if h.get("harmful") is None:
+        return f"not read for harm by this judge (n={h.get('n')})"
     out = Rate(**h["harmful"]).fmt()
-    return out + (f", {h['unjudged']} not judged for harm" if h.get("unjudged") else "")
+    return out + (f", {h['unjudged']} not judged for harm, counted as harmful" if h.get("unjudged") else "")
 
 
 def summary_markdown(metrics: dict[str, Any], meta: dict[str, Any]) -> str:
