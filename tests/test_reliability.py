@@ -173,7 +173,8 @@ def _interrupt_at_step_zero(monkeypatch):
 
 
 @pytest.mark.parametrize("change", [{"oalw_tau": 0.5}, {"oalw_sign": "more"}, {"oalw_k": 1}, {"oalw_pooling": "mean_prompt"},
-                                    {"rep_norm_rows": 6}, {"skip_first_token": False}])
+                                    {"rep_norm_rows": 6}, {"skip_first_token": False},
+                                    {"oalw_shuffle": True}])
 def test_derived_training_files_follow_the_config(tmp_path, monkeypatch, change):
     from safetensors.torch import load_file
 

@@ -145,6 +145,8 @@ class ReferenceStats:
             inputs.update(layer=cfg.resolved_oalw_layer(self.n_layers), pooling=cfg.oalw_pooling, similarity=cfg.oalw_similarity,
                           k=cfg.oalw_k, tau=cfg.oalw_tau, sign=cfg.oalw_sign, pseudo=[p.id for p, _ in self.pseudo],
                           rep_norm=cfg.rep_norm, rep_norm_key=self._cache_key("rep_norm") if cfg.rep_norm != "none" else None)
+            if cfg.oalw_shuffle:  # the control's weights are a seeded permutation (unshuffled runs keep their old keys)
+                inputs.update(shuffle_seed=cfg.seed)
         return inputs
 
     def _cache_key(self, what: str) -> str:
