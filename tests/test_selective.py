@@ -86,6 +86,13 @@ def test_response_and_last_prompt_scope():
     assert m[1].tolist() == [0, 0, 0, 1] + [0] * 6  # prompt only: its last token
 
 
+def test_response_scope_of_a_row_whose_response_was_cut_off_is_empty():
+    rows = [Encoded(list(range(10)), 6), Encoded(list(range(4)), 4)]
+    m = _scope_mask(rows, 10, "response", skip_first=True)
+    assert m[0].tolist() == [0] * 6 + [1] * 4
+    assert m[1].tolist() == [0] * 10  # not the whole row: its prompt (and chat template) are not a response
+
+
 # ------------------------------------------------------------------------------------------- config
 def test_new_keys_default_to_the_old_behaviour_and_validate():
     c = TrainConfig()

@@ -69,8 +69,8 @@ def _scope_mask(rows: list[Encoded], width: int, scope: str, skip_first: bool = 
     m = torch.zeros(len(rows), width)
     for i, r in enumerate(rows):
         start = 0
-        if scope == "response" and r.n_prompt < len(r.ids):
-            start = r.n_prompt
+        if scope == "response":
+            start = r.n_prompt  # no token when max_length cut the whole response off
         elif scope == "response_and_last_prompt":
             start = max(min(r.n_prompt, len(r.ids)) - 1, 0)
         elif scope == "content":
