@@ -152,6 +152,22 @@ def test_content_that_does_not_match_its_recorded_hash_is_refused(tiny_run, tmp_
         unpack_bundle(bundle, tmp_path / "run")
 
 
+def test_a_file_that_inflates_past_its_recorded_size_is_refused(tiny_run, tmp_path):
+    import hashlib
+
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_run["bundles"] / "eval/rr/seed0", bundle)
+    info = json.loads((bundle / BUNDLE_FILE).read_text())
+    entry = next(f for f in info["files"] if f["stored"].endswith(".gz"))
+    bomb = gzip.compress(b"x" * (entry["size"] + 10_000))  # consistent with bundle.json except for what it unpacks to
+    (bundle / entry["stored"]).write_bytes(bomb)
+    entry.update(stored_size=len(bomb), stored_sha256=hashlib.sha256(bomb).hexdigest())
+    (bundle / BUNDLE_FILE).write_text(json.dumps(info))
+    verify_bundle(bundle)
+    with pytest.raises(RunError, match=f"{entry['stored']} unpacks to more than the {entry['size']} bytes"):
+        unpack_bundle(bundle, tmp_path / "out")
+
+
 def test_only_finished_train_eval_and_analyze_runs_are_bundled(tiny_run, tmp_path):
     with pytest.raises(RunError, match="`mosr experiment` run"):
         export_bundle(tiny_run["out"], tmp_path / "b1")

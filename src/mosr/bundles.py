@@ -22,6 +22,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,21 @@ def verify_bundle(bundle: str | os.PathLike[str]) -> dict[str, Any]:
     return info
 
 
+def _gunzip(data: bytes, *, limit: int, what: str) -> bytes:
+    """Decompress gzip ``data`` to at most ``limit`` bytes: a bundle is untrusted input, and a file that
+    inflates past the size its ``bundle.json`` records is refused before it fills memory."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise RunError(f"{what} is not valid gzip ({exc})") from exc
+    if len(out) > limit:
+        raise RunError(f"{what} unpacks to more than the {limit} bytes bundle.json records; export the bundle again")
+    if not d.eof:
+        raise RunError(f"{what} is not valid gzip (truncated)")
+    return out
+
+
 def unpack_bundle(bundle: str | os.PathLike[str], out: str | os.PathLike[str]) -> dict[str, Any]:
     """Verify ``bundle`` and write its files, uncompressed, into the run folder ``out``; returns ``bundle.json``."""
     bundle, out = Path(bundle), Path(out)
@@ -182,10 +198,7 @@ def unpack_bundle(bundle: str | os.PathLike[str], out: str | os.PathLike[str]) -
     for f in info["files"]:
         data = (bundle / f["stored"]).read_bytes()
         if f["stored"] != f["name"]:
-            try:
-                data = gzip.decompress(data)
-            except (OSError, EOFError) as exc:
-                raise RunError(f"{bundle}: {f['stored']} is not valid gzip ({exc})") from exc
+            data = _gunzip(data, limit=int(f["size"]), what=f"{bundle}: {f['stored']}")
         if len(data) != f["size"] or _sha256(data) != f["sha256"]:
             raise RunError(f"{bundle}: {f['stored']} does not unpack to the file that was exported; export the bundle again")
         atomic_write_bytes(out / f["name"], data)
