@@ -150,3 +150,29 @@ def test_a_tie_between_top_logits_goes_to_the_first_token(tiny):
     finally:
         handle.remove()
     assert tokens == [[b, b, b], [b, b, b]]
+
+
+def test_stop_ids_include_the_end_of_turn_the_generation_config_declares(tiny):
+    from types import SimpleNamespace
+
+    from mosr.generation import stop_token_ids
+
+    base = stop_token_ids(tiny.tokenizer)
+    assert tiny.tokenizer.eos_token_id in base
+    assert stop_token_ids(tiny.tokenizer, SimpleNamespace(eos_token_id=[7, 9])) == sorted(set(base) | {7, 9})
+    assert stop_token_ids(tiny.tokenizer, SimpleNamespace(eos_token_id=11)) == sorted(set(base) | {11})
+    assert stop_token_ids(tiny.tokenizer, SimpleNamespace(eos_token_id=None)) == base
+
+
+def test_generation_stops_at_a_declared_end_of_turn(tiny, monkeypatch):
+    import mosr.generation as gen
+
+    seen = []
+    real = gen._generate_batch
+    monkeypatch.setattr(gen, "_generate_batch", lambda *a: seen.append(real(*a)) or seen[-1])
+    gen.generate(tiny, ["hi"], max_new_tokens=4, batch_size=1)
+    free = seen[-1][0]
+    assert len(free) == 4  # the tiny model does not stop by itself within 4 tokens
+    monkeypatch.setattr(tiny.model.generation_config, "eos_token_id", [free[0]])
+    gen.generate(tiny, ["hi"], max_new_tokens=4, batch_size=1)
+    assert seen[-1] == [[]]  # stopped at once: the declared end of turn is the first token

@@ -343,7 +343,7 @@ def test_scans_decisions_follow_rows_that_finish_early(tiny, monkeypatch):
     stop = tokens[harmful_rows[0]][0]  # what a row steered towards refusal says first
     benign_rows = [i for i, d in enumerate(state.decisions) if not d]
     assert any(stop not in tokens[i] for i in benign_rows), "steering signs should make the rows differ"
-    monkeypatch.setattr(gen, "stop_token_ids", lambda tok: [stop])
+    monkeypatch.setattr(gen, "stop_token_ids", lambda tok, *_: [stop])
     kept: list[list[int]] = []
     with steer(tiny, art), gen.on_rows_kept(lambda keep: kept.append(keep.tolist())):
         batched = generate(tiny, PROMPTS, max_new_tokens=6, batch_size=4)

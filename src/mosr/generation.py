@@ -81,11 +81,15 @@ def plan_batches(lengths: Sequence[int], *, batch_size: int, max_new_tokens: int
     return batches
 
 
-def stop_token_ids(tokenizer) -> list[int]:
-    """End-of-sequence ids: the tokenizer's EOS plus the model's generation-config EOS ids."""
+def stop_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """End-of-sequence ids: the tokenizer's EOS, the common end-of-turn tokens it has, and the EOS ids
+    of the model's generation config (where models such as Gemma declare their end of turn)."""
     ids = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
+    declared = getattr(generation_config, "eos_token_id", None)
+    for tid in ([declared] if isinstance(declared, int) else declared or []):
+        ids.add(int(tid))
     for tok in ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "</s>", "<|endoftext|>"):
         tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
         if tid is not None and tid != tokenizer.unk_token_id:
@@ -283,7 +287,7 @@ def generate(
     lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]]
     batches = plan_batches(lengths, batch_size=config.batch_size, max_new_tokens=config.max_new_tokens,
                            max_batch_tokens=config.max_batch_tokens)
-    stop_ids = [] if ignore_eos else stop_token_ids(tok)
+    stop_ids = [] if ignore_eos else stop_token_ids(tok, getattr(loaded.model, "generation_config", None))
     results: list[str | None] = [None] * len(texts)
     bar = progress(total=len(texts), desc=desc, unit="prompt")
     try:
