@@ -127,3 +127,31 @@ def test_shutdown_closes_the_process_group_and_is_a_no_op_without_one(tmp_path):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def test_the_process_group_waits_as_long_as_configured(monkeypatch):
+    import datetime
+
+    import accelerate
+
+    from mosr.distributed import _group, wait_limit
+    from mosr.errors import RunError
+
+    made = {}
+
+    class FakeState:
+        num_processes, process_index, device = 2, 1, "cpu"
+
+        def __init__(self, **kwargs):
+            made.update(kwargs)
+
+    monkeypatch.setattr(accelerate, "PartialState", FakeState)
+    monkeypatch.setenv("MOSR_DIST_TIMEOUT_MIN", "240")
+    group = _group.__wrapped__(2)
+    assert made["timeout"] == datetime.timedelta(hours=4) and group.world == 2
+    monkeypatch.delenv("MOSR_DIST_TIMEOUT_MIN")
+    assert wait_limit() == datetime.timedelta(minutes=180)  # longer than torch's 10 (NCCL) / 30 (gloo) minutes
+    for bad in ("soon", "0"):
+        monkeypatch.setenv("MOSR_DIST_TIMEOUT_MIN", bad)
+        with pytest.raises(RunError, match="MOSR_DIST_TIMEOUT_MIN"):
+            wait_limit()

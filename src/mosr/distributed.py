@@ -10,6 +10,7 @@ touches torch.distributed, and every helper is a plain pass-through.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import itertools
 import os
@@ -91,8 +92,22 @@ def _group(world: int) -> ProcessGroup:
         return ProcessGroup()
     from accelerate import PartialState
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available(), timeout=wait_limit())
     return ProcessGroup(state.num_processes, state.process_index, state.device)
+
+
+def wait_limit() -> datetime.timedelta:
+    """How long a process waits for the others at a collective (``MOSR_DIST_TIMEOUT_MIN``, default 180
+    minutes). The other processes wait while the main one judges every completion, which a hub judge
+    on thousands of them can make longer than torch's default of 10 (NCCL) or 30 (gloo) minutes."""
+    raw = os.environ.get("MOSR_DIST_TIMEOUT_MIN", "180")
+    try:
+        minutes = float(raw)
+    except ValueError as exc:
+        raise RunError(f"MOSR_DIST_TIMEOUT_MIN={raw!r} is not a number of minutes") from exc
+    if minutes <= 0:
+        raise RunError(f"MOSR_DIST_TIMEOUT_MIN must be above 0, got {raw}")
+    return datetime.timedelta(minutes=minutes)
 
 
 def process_group() -> ProcessGroup:
