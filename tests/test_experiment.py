@@ -457,7 +457,7 @@ def test_real_stage_commands_on_a_tiny_model(tmp_path):
 def test_a_change_of_the_judges_rules_rejudges_cached_evaluations(tmp_path, monkeypatch):
     """Same judge name, new rules (an upgraded mosr): the eval stages run again on their stored
     completions, and nothing is trained again."""
-    from mosr import experiment, judges
+    from mosr import judges, stage_inputs
 
     fakes = Fakes()
     run_experiment(config(), tmp_path / "exp", runners=fakes.runners())
@@ -467,11 +467,11 @@ def test_a_change_of_the_judges_rules_rejudges_cached_evaluations(tmp_path, monk
     run_experiment(config(), tmp_path / "exp", runners=fakes.runners())
     assert fakes.count("eval") == 0  # same rules: cached
     monkeypatch.setattr(judges, "rules_fingerprint", lambda: "0123456789ab")
-    experiment._resolved_judge.cache_clear()
+    stage_inputs.resolved_judge.cache_clear()
     try:
         run_experiment(config(), tmp_path / "exp", runners=fakes.runners())
     finally:
-        experiment._resolved_judge.cache_clear()
+        stage_inputs.resolved_judge.cache_clear()
     assert fakes.count("train") == 0 and fakes.count("eval") == 3
     assert kept.read_text() == '{"stored": true}\n'
 

@@ -22,7 +22,6 @@ Result bundles, and experiments run in pieces (``--only``, ``--shard``): :mod:`m
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import logging
@@ -42,6 +41,7 @@ from mosr.experiment_pieces import parse_shard, prepare, select
 from mosr.methods import DEFAULT, UNDEFENDED, VARIANTS, all_methods, get_method
 from mosr.report import write_report
 from mosr.runs import RunDir, check_run_kind, disk_errors, now_iso
+from mosr.stage_inputs import analyze_inputs, eval_inputs, train_inputs
 from mosr.stages import DONE_FILE, STAGE_FILE, Stage, StageReport, config_hash, run_stages, stage_done  # noqa: F401 (re-exported)
 from mosr.training import TrainConfig, train
 
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.json"
 SWEEP_KEYS = {"alpha": "alpha", "tau": "oalw_tau", "oalw_tau": "oalw_tau"}
 _SET_BY_EXPERIMENT = {"model", "adapter", "seed", "method", "eval_run", "compare_model", "cache_dir"}
-_TRAIN_IGNORED = ("checkpoint_every", "keep_checkpoints")  # how often to save does not change the adapter
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -240,40 +239,6 @@ def analyze_config(cfg: ExperimentConfig, adapter: str | None, eval_run: str | N
                         extra={"model": cfg.model, "adapter": adapter, "eval_run": eval_run, "seed": seed, "cache_dir": cache_dir})
 
 
-# Keys added after stages were bundled, with the value that reproduces the behaviour from before: a stage
-# with that value keeps its old hash (stop_after None = every step; leak_check_val False = test sets only).
-_TRAIN_ADDED = {"stop_after": None, "leak_check_val": False}
-
-
-def _train_inputs(tc: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(tc).items()
-            if k not in _TRAIN_IGNORED and not (k in _TRAIN_ADDED and v is _TRAIN_ADDED[k])}
-
-
-def _eval_inputs(ec: EvalConfig) -> dict[str, Any]:
-    d = dataclasses.asdict(ec)
-    d.pop("adapter")
-    d.pop("seed")  # greedy decoding: the seed does not change completions
-    d["judge_resolved"] = _resolved_judge(ec.judge)  # an alias such as "default" may point to another judge later
-    return d
-
-
-@functools.lru_cache(maxsize=None)
-def _resolved_judge(name: str) -> str:
-    """The judge an alias stands for and the judges' rules version, or the name when it cannot be built here."""
-    try:
-        return f"{getattr(judges.get_judge(name), 'name', name)}@{judges.rules_fingerprint()}"
-    except MosrError:
-        return name  # validation reports the unknown judge
-
-
-def _analyze_inputs(ac: AnalyzeConfig) -> dict[str, Any]:
-    d = dataclasses.asdict(ac)
-    for k in ("adapter", "eval_run", "cache_dir"):
-        d.pop(k)
-    return d
-
-
 def _pseudo_from_eval(cfg: ExperimentConfig, ec: EvalConfig) -> bool:
     """Split pseudo-malicious prompts by verdicts only when the eval run judged some of them."""
     pseudo = set((cfg.analyze or {}).get("pseudo", DEFAULT_PSEUDO))
@@ -309,7 +274,7 @@ def build_plan(cfg: ExperimentConfig, root: Path, runners: Runners | None = None
             adapter: str | None = None
             if get_method(variant.method).trains:
                 tc = train_config(cfg, variant, seed)
-                train_stage = Stage(f"stages/train/{variant.slug}/seed{seed}", "train", {"train": _train_inputs(tc)},
+                train_stage = Stage(f"stages/train/{variant.slug}/seed{seed}", "train", {"train": train_inputs(tc)},
                                     lambda out, tc=tc: runners.train(tc, out), label=f"train {variant.label} seed {seed}")
                 name = add(train_stage)
                 adapter = str(root / name)
@@ -317,7 +282,7 @@ def build_plan(cfg: ExperimentConfig, root: Path, runners: Runners | None = None
                 entry["train"] = name
             needs = (entry["train"],) if entry["train"] else ()
             ec = eval_config(cfg, adapter, seed)
-            eval_stage = Stage(f"stages/eval/{variant.slug}/seed{seed}", "eval", {"eval": _eval_inputs(ec), **upstream},
+            eval_stage = Stage(f"stages/eval/{variant.slug}/seed{seed}", "eval", {"eval": eval_inputs(ec), **upstream},
                                lambda out, ec=ec: runners.evaluate(ec, out), label=f"eval {variant.label} seed {seed}",
                                reusable_when_only=(("eval", "judge"), ("eval", "judge_resolved")),  # a new judge re-judges the stored completions
                                needs=needs)
@@ -325,7 +290,7 @@ def build_plan(cfg: ExperimentConfig, root: Path, runners: Runners | None = None
             if cfg.analyze is not None and variant.sweep_param is None:
                 eval_run = str(root / entry["eval"]) if _pseudo_from_eval(cfg, ec) else None
                 ac = analyze_config(cfg, adapter, eval_run, seed, cache_dir)
-                inputs = {"analyze": _analyze_inputs(ac), **upstream, "eval": eval_stage.key if eval_run else None}
+                inputs = {"analyze": analyze_inputs(ac), **upstream, "eval": eval_stage.key if eval_run else None}
                 entry["analyze"] = add(Stage(f"stages/analyze/{variant.slug}/seed{seed}", "analyze", inputs,
                                              lambda out, ac=ac: runners.analyze(ac, out), label=f"analyze {variant.label} seed {seed}",
                                              needs=needs + ((entry["eval"],) if eval_run else ())))
