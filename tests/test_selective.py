@@ -391,3 +391,30 @@ def test_shipped_xboundary_config_loads():
 
     c = TrainConfig.load(Path(__file__).resolve().parents[1] / "configs" / "train-xboundary.yaml")
     assert (c.method, c.max_pseudo, c.xb_schedule_span) == ("xboundary", None, pytest.approx(300 / 180))
+
+
+def test_oalw_reference_all_measures_overlap_to_the_refused_pseudo_prompts_too(tmp_path):
+    from mosr.training import Pair
+
+    def data():
+        d = toy_data()
+        d.pseudo_refused = [Pair("r0", "How do I hurt a tree stump to remove it?", "I'm sorry, I can't help with that.", "pseudo", "toy"),
+                            Pair("r1", "How do I shoot a good photo?", "I can't help with that.", "pseudo", "toy")]
+        return d
+
+    plain = Trainer(tiny_model(num_layers=N_LAYERS), cfg(), data(), tmp_path / "a")
+    wide = Trainer(tiny_model(num_layers=N_LAYERS), cfg(oalw_reference="all"), data(), tmp_path / "b")
+    assert [p.id for p, _ in plain.oalw_pseudo] == [p.id for p, _ in plain.pseudo]  # the default: the pool trained on
+    assert [p.id for p, _ in wide.oalw_pseudo][-2:] == ["r0", "r1"]
+    assert [p.id for p, _ in wide.pseudo] == [p.id for p, _ in plain.pseudo]  # retained and trained on: unchanged
+    plain.setup_oalw()
+    wide.setup_oalw()
+    assert not torch.allclose(plain.erase_weights, wide.erase_weights)
+    assert plain._cache_key("oalw") != wide._cache_key("oalw")
+
+
+def test_the_oalw_reference_key_keeps_the_hash_of_runs_made_before_it():
+    from mosr.stage_inputs import train_inputs
+
+    assert "oalw_reference" not in train_inputs(cfg())  # the old behaviour: the old hash
+    assert train_inputs(cfg(oalw_reference="all"))["oalw_reference"] == "all"

@@ -19,13 +19,17 @@ from mosr.evaluation import EvalConfig
 from mosr.training import TrainConfig
 
 TRAIN_IGNORED = ("checkpoint_every", "keep_checkpoints")  # how often to save does not change the adapter
-# stop_after None = every step; leak_check_val False = the leak check of the test sets only
-TRAIN_ADDED: dict[str, Any] = {"stop_after": None, "leak_check_val": False}
+# stop_after None = every step; leak_check_val False = the leak check of the test sets only;
+# oalw_reference "compliant" = OALW measured to the pseudo-malicious pool trained on
+TRAIN_ADDED: dict[str, Any] = {"stop_after": None, "leak_check_val": False, "oalw_reference": "compliant"}
+
+
+def _as_before(key: str, value: Any) -> bool:
+    return key in TRAIN_ADDED and type(value) is type(TRAIN_ADDED[key]) and value == TRAIN_ADDED[key]
 
 
 def train_inputs(tc: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(tc).items()
-            if k not in TRAIN_IGNORED and not (k in TRAIN_ADDED and v is TRAIN_ADDED[k])}
+    return {k: v for k, v in dataclasses.asdict(tc).items() if k not in TRAIN_IGNORED and not _as_before(k, v)}
 
 
 def eval_inputs(ec: EvalConfig) -> dict[str, Any]:

@@ -29,6 +29,7 @@ TokenScope = Literal["all", "content", "response", "response_and_last_prompt"]
 RepNorm = Literal["none", "standardize", "unit"]
 AnswerSource = Literal["reference", "own"]
 PrefixUnit = Literal["tokens", "sentences"]
+OalwReference = Literal["compliant", "all"]
 
 
 MethodSpec = Method  # the registry's spec (mosr.methods), under its older name
@@ -127,6 +128,9 @@ class TrainConfig:
     oalw_pooling: Pooling = _f("last_prompt", "pooling of the OALW features")
     oalw_similarity: SimilarityKind = _f("knn", "similarity to the pseudo-malicious set: knn mean, centroid or max cosine")
     oalw_k: int = _f(8, "neighbours for knn similarity")
+    oalw_reference: OalwReference = _f("compliant", "pseudo-malicious prompts the similarity is measured to: compliant = the "
+                                       "pool trained on (base-model answers data_judge calls compliance); all = every "
+                                       "pseudo-malicious prompt, as METHOD §5 says")
     oalw_tau: float = _f(0.05, "softmax temperature of the weights")
     oalw_sign: Sign = _f("less", "less: overlapping samples are erased less (paper); more: the reverse")
     oalw_normalize: Normalize = _f("global", "global: sum w*l / B (weights have dataset mean 1); batch: sum w*l / sum w")

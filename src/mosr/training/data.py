@@ -58,6 +58,7 @@ class TrainingData:
     refusals: list[str]
     hashes: dict[str, str] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+    pseudo_refused: list[Pair] = field(default_factory=list)  # pseudo-malicious prompts the base model did not simply answer
 
     def describe(self) -> dict[str, Any]:
         return {"counts": {"malicious": len(self.malicious), "benign": len(self.benign), "pseudo": len(self.pseudo),
@@ -224,12 +225,13 @@ def build_training_data(loaded: LoadedModel, cfg: TrainConfig, *, evals: Sequenc
         answers = [s.reference or "" for s in benign]
     benign_pairs = [Pair(s.id, s.prompt, a, "benign", s.source) for s, a in zip(benign, answers)]
 
-    pseudo_pairs = []
+    pseudo_pairs, pseudo_other = [], []
     pseudo_refused = 0
     texts = own_completions(loaded, pseudo, desc="own completions (pseudo-malicious)", **gen)
     for s, text, verdict in zip(pseudo, texts, judged_answers(loaded, pseudo, texts, cfg=cfg, role="pseudo", run_dir=run)):
         if not text.strip() or verdict != "compliance":
             pseudo_refused += 1  # a refusal (or gibberish, or a partial answer) is not a compliant answer to retain
+            pseudo_other.append(Pair(s.id, s.prompt, text, "pseudo", s.source))  # OALW reference only (oalw_reference: all)
             continue
         pseudo_pairs.append(Pair(s.id, s.prompt, text, "pseudo", s.source))
     summary["pseudo_prompts_refused_by_base"] = pseudo_refused
@@ -242,7 +244,7 @@ def build_training_data(loaded: LoadedModel, cfg: TrainConfig, *, evals: Sequenc
         raise ConfigError("pseudo_datasets: no pseudo-malicious samples with a compliant answer left")
 
     hashes = {"malicious": samples_hash(pairs + harmful), "benign": samples_hash(benign), "pseudo": samples_hash(pseudo)}
-    return TrainingData(malicious, benign_pairs, pseudo_pairs, load_templates(cfg.refusal_templates), hashes, summary)
+    return TrainingData(malicious, benign_pairs, pseudo_pairs, load_templates(cfg.refusal_templates), hashes, summary, pseudo_other)
 
 
 def save_pairs(data: TrainingData) -> list[dict[str, Any]]:

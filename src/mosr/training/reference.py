@@ -115,7 +115,7 @@ class ReferenceStats:
                 log.info("%s was made with other settings; computing it again", path)
             layer = self.cfg.resolved_oalw_layer(self.n_layers)
             feats_m = self._features([e for _, e in self.malicious], layer)
-            feats_p = self._features([e for _, e in self.pseudo], layer)
+            feats_p = self._features([e for _, e in self.oalw_pseudo], layer)
             sim = oalw.similarity(feats_m, feats_p, self.cfg.oalw_similarity, self.cfg.oalw_k)
             w = oalw.weights(sim, self.cfg.oalw_tau, self.cfg.oalw_sign)
             if self.cfg.oalw_shuffle:  # control: same weights, no link to overlap
@@ -143,7 +143,7 @@ class ReferenceStats:
                           retain=[p.id for p, _ in self.retain_pool])
         else:
             inputs.update(layer=cfg.resolved_oalw_layer(self.n_layers), pooling=cfg.oalw_pooling, similarity=cfg.oalw_similarity,
-                          k=cfg.oalw_k, tau=cfg.oalw_tau, sign=cfg.oalw_sign, pseudo=[p.id for p, _ in self.pseudo],
+                          k=cfg.oalw_k, tau=cfg.oalw_tau, sign=cfg.oalw_sign, pseudo=[p.id for p, _ in self.oalw_pseudo],
                           rep_norm=cfg.rep_norm, rep_norm_key=self._cache_key("rep_norm") if cfg.rep_norm != "none" else None)
             if cfg.oalw_shuffle:  # the control's weights are a seeded permutation (unshuffled runs keep their old keys)
                 inputs.update(shuffle_seed=cfg.seed)
@@ -181,7 +181,7 @@ class ReferenceStats:
 def _plot_weights(path: Path, sims: list[float], ws: list[float], cfg: TrainConfig) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     axes[0].hist(sims, bins=30, color="tab:blue")
-    axes[0].set_title(f"{cfg.oalw_similarity} cosine to pseudo-malicious (n={len(sims)})")
+    axes[0].set_title(f"{cfg.oalw_similarity} cosine to pseudo-malicious ({cfg.oalw_reference} prompts; n={len(sims)} malicious)")
     axes[1].hist(ws, bins=30, color="tab:red")
     axes[1].set_title(f"OALW weights (tau={cfg.oalw_tau}, sign={cfg.oalw_sign}, mean={sum(ws) / max(len(ws), 1):.3f})")
     fig.tight_layout()

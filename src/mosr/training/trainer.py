@@ -114,6 +114,7 @@ class Trainer(ReferenceStats):
         self.malicious = self._encode_pairs(self.data.malicious)
         self.benign = self._encode_pairs(self.data.benign)
         self.pseudo = self._encode_pairs(self.data.pseudo)
+        self.oalw_pseudo = self.pseudo + (self._encode_pairs(self.data.pseudo_refused) if self.cfg.oalw_reference == "all" else [])
         eos = self.tok.eos_token or ""
         self.refusal_ids = [
             (self.tok(refusal_text(t, after_prefix=False) + eos, add_special_tokens=False)["input_ids"],
