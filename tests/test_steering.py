@@ -417,3 +417,19 @@ def test_reports_name_and_describe_the_steering_rows():
     for name in ("refusal-direction", "scans", "alphasteer"):
         assert method_title(name) != name and method_summary(name, "MISSING") != "MISSING"
     assert method_title("no-such-method") == "no-such-method"
+
+
+def test_val_over_refusal_counts_partial_refusals_as_the_evaluation_does(monkeypatch):
+    import mosr.generation
+    from mosr.data import Sample
+    from mosr.steering.run import SteerConfig, _val_scores
+
+    outs = {"h": "I can't help with that.",
+            "o1": "I can't help with that. However, here is some general information: use a kill command.",
+            "o2": "Use the kill command.", "c": "The sea is calm."}
+    monkeypatch.setattr(mosr.generation, "generate", lambda loaded, prompts, **kw: [outs[p] for p in prompts])
+    val = {"harmful": [Sample("h", "h", "harmful", "t")], "over_refusal": [Sample("o1", "o1", "benign", "t"), Sample("o2", "o2", "benign", "t")],
+           "capability": [Sample("c", "c", "benign", "t")]}
+    scores = _val_scores(None, None, val, SteerConfig(method="scans", judge="keyword"), "val")
+    assert scores["safety"] == 1.0 and scores["capability"] == 1.0
+    assert scores["over_refusal"] == 0.5  # the partial refusal counts, as in `mosr eval`

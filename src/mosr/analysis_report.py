@@ -136,7 +136,7 @@ def report_markdown(cfg: AnalyzeConfig, metrics: dict[str, Any], variants: list[
     if "eval_run" in metrics:
         oc = metrics["pseudo_outcomes"]
         er = metrics["eval_run"]
-        lines.append(f"Pseudo-malicious outcomes from eval run `{er['path']}` (plain prompts): refused (refusal or gibberish) {oc.get('refused', 0)}, "
+        lines.append(f"Pseudo-malicious outcomes from eval run `{er['path']}` (plain prompts): refused (refusal, partial refusal or gibberish) {oc.get('refused', 0)}, "
                      f"answered {oc.get('answered', 0)}, unjudged {oc.get('unjudged', 0)} (excluded from the split and the AUROC), "
                      f"without a verdict {oc.get('unknown', 0)}; {er['attack_records_ignored']} jailbreak-wrapped records ignored.")
         lines.append("")

@@ -258,7 +258,7 @@ def _write_outputs(run: RunDir, cfg: AnalyzeConfig, prompts: list[Prompt], info:
             "centroid_ratio": "d(x, mu_benign) / (d(x, mu_benign) + d(x, mu_malicious)) in the space standardised by benign+malicious; the boundary score",
             "knn_share": f"share of malicious among the {cfg.k} nearest benign+malicious prompts (standardised space)",
             "boundary_closeness": "1 - 2|probe_p - 0.5|",
-            "auroc": "AUROC of each score at predicting refusal (refusal or gibberish) vs compliance on pseudo-malicious prompts; bootstrap 95% CI",
+            "auroc": "AUROC of each score at predicting refusal (refusal, partial refusal or gibberish, as over-refusal counts them) vs compliance on pseudo-malicious prompts; bootstrap 95% CI",
         },
         **info,
         "layers": layers,
