@@ -91,3 +91,19 @@ def test_unwritable_output_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
     assert main(["compare", f"rr={a}", f"mosr={b}", "--out", str(tmp_path / "file" / "cmp")]) == 2
     assert "cannot write to output folder" in capsys.readouterr().err
+
+
+def test_runs_judged_with_other_rules_are_named_in_a_warning_and_the_records(tmp_path, caplog):
+    a = write_run(tmp_path / "a", {"h1": "refusal", "o1": "refusal"})
+    b = write_run(tmp_path / "b", {"h1": "compliance", "o1": "compliance"}, seed=1)
+    (a / "metrics.json").write_text(json.dumps({"judge_rules": "aaaaaaaaaaaa"}))
+    (b / "metrics.json").write_text(json.dumps({"judge_rules": "bbbbbbbbbbbb"}))
+    with caplog.at_level("WARNING", logger="mosr.comparison"):
+        records, _ = shared_records([("rr", a), ("mosr", b)])
+    assert "different versions of the judges' rules" in caplog.text and "mosr judge RUN --judge keyword" in caplog.text
+    assert [r["eval_metrics"]["judge_rules"] for r in records] == ["aaaaaaaaaaaa", "bbbbbbbbbbbb"]
+    (b / "metrics.json").write_text(json.dumps({"judge_rules": "aaaaaaaaaaaa"}))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="mosr.comparison"):
+        shared_records([("rr", a), ("mosr", b)])
+    assert "judges' rules" not in caplog.text

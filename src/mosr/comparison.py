@@ -9,6 +9,8 @@ wherever a run folder can: it is verified and read like the run it came from.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ from mosr.evaluation import compute_metrics
 from mosr.records import JudgmentRecord, PerplexityRecord, read_judgments, read_perplexity, read_run_meta
 from mosr.report import write_report
 from mosr.runs import RunDir, disk_errors
+
+log = logging.getLogger(__name__)
 
 
 def parse_entry(text: str) -> tuple[str, Path]:
@@ -45,6 +49,14 @@ def parse_entries(texts: Sequence[str]) -> list[tuple[str, Path]]:
 def _judgments(run: Path) -> list[JudgmentRecord]:
     return read_judgments(run, need=("key", "suite", "dataset", "attack", "verdict", "judge"),
                           hint="each RUN must be a folder written by `mosr eval`")
+
+
+def judge_rules(run: Path) -> str:
+    """The judges' rules version an eval run was judged with (``metrics.json``), or ``unknown`` (runs from before it was recorded)."""
+    try:
+        return str(json.loads((run / "metrics.json").read_text(encoding="utf-8")).get("judge_rules") or "unknown")
+    except (OSError, ValueError, AttributeError):
+        return "unknown"
 
 
 def _perplexity(run: Path) -> dict[str, PerplexityRecord]:
@@ -76,6 +88,11 @@ def _shared_records(entries: Sequence[tuple[str, Path]], folders: dict[Path, Pat
     if len({tuple(v) for v in judges.values()}) > 1:
         listing = "; ".join(f"{run}: {', '.join(v)}" for run, v in judges.items())
         raise DataError(f"the runs were judged by different judges ({listing}); re-judge them with `mosr judge RUN --judge J`")
+    rules = {run: judge_rules(folders[run]) for _, run in entries}
+    if len(set(rules.values())) > 1:  # same judge, other rules: verdicts of some edge cases may differ
+        listing = "; ".join(f"{run}: {r}" for run, r in rules.items())
+        log.warning("the runs were judged with different versions of the judges' rules (%s); for verdicts made by one "
+                    "version, re-judge the runs with `mosr judge RUN --judge %s`", listing, judges[entries[0][1]][0])
     keys = set.intersection(*({j.key for j in rows} for rows in judged.values()))
     if not keys:
         raise DataError("the runs share no judged prompt; compare runs of the same suites and sets")
@@ -87,7 +104,7 @@ def _shared_records(entries: Sequence[tuple[str, Path]], folders: dict[Path, Pat
         metrics = compute_metrics(rows, [ppl[run][i].to_dict() for i in sorted(ppl_ids)] or None)
         meta = read_run_meta(folders[run])
         seed, model = meta.seed, meta.model_spec
-        metrics["judge"], metrics["model"] = judges[run][0], model
+        metrics["judge"], metrics["model"], metrics["judge_rules"] = judges[run][0], model, rules[run]
         records.append({"label": label, "method": label, "seed": seed, "eval_metrics": metrics, "run": str(run)})
     return records, len(keys)
 
