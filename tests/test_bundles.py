@@ -384,3 +384,12 @@ def test_the_shipped_experiment_keeps_the_hashes_of_its_bundled_trainings(tmp_pa
     plan = build_plan(ExperimentConfig.load(root / "configs/experiment.yaml"), tmp_path)
     planned = {s.name: s.key for s in plan.stages}
     assert {name: planned.get(name) for name in bundled} == bundled
+
+
+def test_judging_a_bundle_in_place_is_refused_and_leaves_it_as_exported(tiny_run, tmp_path, capsys):
+    bundle = tmp_path / "b"
+    shutil.copytree(tiny_run["bundles"] / "eval/rr/seed0", bundle)
+    before = {p.name: p.read_bytes() for p in bundle.iterdir()}
+    assert main(["judge", str(bundle), "--judge", "keyword"]) != 0
+    assert "is a result bundle" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in bundle.iterdir()} == before  # no lock file left either

@@ -19,7 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from mosr.judges import get_judge
 
+    from mosr.bundles import is_bundle
+    from mosr.errors import RunError
+
     get_judge(args.judge)
+    if is_bundle(args.run_dir):  # a bundle is a record: never rewritten in place
+        raise RunError(f"{args.run_dir} is a result bundle, which is kept as exported; unpack it into a run folder "
+                       "(`python -c \"from mosr.bundles import unpack_bundle; unpack_bundle('BUNDLE', 'RUN')\"`) and judge "
+                       "that, or let `mosr experiment` re-judge its bundled completions")
     run = RunDir(args.run_dir, create=False)
     with run.lock("mosr judge"):
         metrics = finish_run(run, args.judge)
