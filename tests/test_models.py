@@ -60,7 +60,7 @@ def test_find_layers_fallback_and_error():
 
 
 def test_two_checkpoints_of_one_architecture_are_told_apart_and_old_adapters_still_load(tmp_path):
-    from mosr.models import _same_base, local_fingerprint
+    from mosr.model_identity import local_fingerprint, same_base
 
     a = save_tiny_model(tmp_path / "a", seed=0)
     b = save_tiny_model(tmp_path / "b", seed=1)
@@ -68,8 +68,8 @@ def test_two_checkpoints_of_one_architecture_are_told_apart_and_old_adapters_sti
     fa, fb = local_fingerprint(a), local_fingerprint(b)
     assert fa != fb and fa == local_fingerprint(a)
     assert fa.split(";")[0] == fb.split(";")[0]  # the config part alone could not tell them apart
-    assert _same_base(fa.split(";")[0], fa)  # an adapter recorded with the config hash only still loads
-    assert not _same_base(fb, fa)
+    assert same_base(fa.split(";")[0], fa)  # an adapter recorded with the config hash only still loads
+    assert not same_base(fb, fa)
 
 
 def test_check_layers(tiny):

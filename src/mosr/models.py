@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from mosr.errors import ConfigError, ModelLoadError
+from mosr.model_identity import local_fingerprint, same_base
 from mosr.runs import read_json_file
 
 log = logging.getLogger(__name__)
@@ -268,39 +269,9 @@ def check_adapter_folder(adapter: str | os.PathLike[str]) -> dict[str, Any] | No
     return meta
 
 
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_SAMPLES, _SAMPLE_BYTES = 16, 1 << 16
-
-
-def local_fingerprint(folder: Path) -> str:
-    """Identity of a local model folder: its config, tokenizer files and weights.
-
-    Two checkpoints of one architecture share a config, so the weight files count too. Each one is
-    identified by its name, size and ``_SAMPLES`` evenly spaced 64 KiB samples (first and last bytes
-    included): fast on a 16 GB checkpoint, and different for any fine-tuned copy, whose weights change
-    almost everywhere. ``local-config-sha256:<config hash>`` starts it, as before weights counted.
-    """
-    h = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name.startswith("tokenizer")
-                                                                       or p.name in ("special_tokens_map.json", "chat_template.jinja"))):
-        size = path.stat().st_size
-        h.update(f"{path.name}\0{size}\0".encode())
-        with open(path, "rb") as fh:
-            for i in range(_SAMPLES):
-                fh.seek(max(0, (size - _SAMPLE_BYTES) * i // (_SAMPLES - 1)))
-                h.update(fh.read(_SAMPLE_BYTES))
-    config = hashlib.sha256((folder / "config.json").read_bytes()).hexdigest()
-    return f"local-config-sha256:{config};files-sampled-sha256:{h.hexdigest()}"
-
-
-def _same_base(recorded: str, fingerprint: str) -> bool:
-    """An adapter recorded before weights counted (config hash only) is checked on the config hash."""
-    return recorded == fingerprint or (";" not in recorded and fingerprint.split(";")[0] == recorded)
-
-
 def _check_adapter_base(path: Path, meta: dict[str, Any] | None, spec: str, fingerprint: str) -> None:
     base = (meta or {}).get("base_fingerprint")
-    if base and not _same_base(base, fingerprint):
+    if base and not same_base(base, fingerprint):
         raise ModelLoadError(
             f"adapter {path} was trained on base model {meta.get('base_spec')!r} ({base}), "  # type: ignore[union-attr]
             f"not on {spec!r} ({fingerprint}); load it with --model {meta.get('base_spec')}"  # type: ignore[union-attr]
