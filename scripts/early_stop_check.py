@@ -19,25 +19,26 @@ overrides it); the stored judgments must come from the same rules, or the compar
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import re
 import sys
 from collections import Counter
 from pathlib import Path
 
+from mosr.bundles import open_run
 from mosr.judges import get_judge
+from mosr.runs import RunDir
 
 _SENTENCE_END = re.compile(r"[.!?](\s|$)")
 
 
-def _read_jsonl(folder: Path, stem: str) -> list[dict]:
-    for name, opener in ((f"{stem}.jsonl.gz", gzip.open), (f"{stem}.jsonl", open)):
-        path = folder / name
-        if path.is_file():
-            with opener(path, "rt", encoding="utf-8") as fh:
-                return [json.loads(line) for line in fh if line.strip()]
-    raise SystemExit(f"error: {folder} has no {stem}.jsonl(.gz)")
+def _read_run(run: Path) -> tuple[list[dict], list[dict]]:
+    """(completions, judgments) of an eval run folder, or of a bundle (verified and unpacked by mosr)."""
+    with open_run(run) as folder:
+        records = RunDir(folder, create=False)
+        for name in ("completions.jsonl", "judgments.jsonl"):
+            if not (folder / name).is_file():
+                raise SystemExit(f"error: {run} has no {name}")
+        return records.read_jsonl("completions.jsonl"), records.read_jsonl("judgments.jsonl")
 
 
 def prefix_after(text: str, sentences: int) -> str | None:
@@ -61,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[tuple[str, dict, dict]] = []
     for run in args.runs:
-        judged = {j["key"]: j for j in _read_jsonl(run, "judgments")}
-        for c in _read_jsonl(run, "completions"):
+        completions, judgments = _read_run(run)
+        judged = {j["key"]: j for j in judgments}
+        for c in completions:
             if c["key"] not in judged:
                 raise SystemExit(f"error: {run}: completion {c['key']} has no stored judgment")
             rows.append((str(run), c, judged[c["key"]]))
@@ -74,12 +76,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # Only prefixes whose behaviour verdict is a refusal would stop. A judge with a separate behaviour
     # judge (`harm`) reads those first, and its harm view only for the prefixes that would stop.
+    def judged_by(j, cut):
+        return j.judge([c["prompt"] for _, c, _, _ in cut], [p for *_, p in cut])
+
     cut = [(r, c, j, p) for r, c, j in rows if (p := prefix_after(c["completion"], args.sentences)) is not None]
     first = getattr(judge, "behaviour", judge)
-    verdicts = first.judge([c["prompt"] for _, c, _, _ in cut], [p for *_, p in cut])
-    cut = [x for x, v in zip(cut, verdicts) if v.verdict == "refusal"]
-    verdicts = judge.judge([c["prompt"] for _, c, _, _ in cut], [p for *_, p in cut]) if first is not judge else [v for v in verdicts if v.verdict == "refusal"]
-    stopped = [(r, c, j, p, v) for (r, c, j, p), v in zip(cut, verdicts) if v.verdict == "refusal"]
+    verdicts = judged_by(first, cut)
+    keep = [i for i, v in enumerate(verdicts) if v.verdict == "refusal"]
+    cut = [cut[i] for i in keep]
+    verdicts = [verdicts[i] for i in keep] if first is judge else judged_by(judge, cut)  # the harm view: stopping rows only
+    stopped = [(*x, v) for x, v in zip(cut, verdicts) if v.verdict == "refusal"]
 
     per_run: dict[str, Counter] = {}
     changed = []

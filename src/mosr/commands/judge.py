@@ -17,10 +17,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mosr.judges import get_judge
-
     from mosr.bundles import is_bundle
     from mosr.errors import RunError
+    from mosr.judges import get_judge
 
     get_judge(args.judge)
     if is_bundle(args.run_dir):  # a bundle is a record: never rewritten in place
