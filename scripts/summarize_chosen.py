@@ -1,6 +1,7 @@
 """Table of the held-out test of the chosen points (scripts/test_chosen.py), mean and spread over seeds.
 
-    python scripts/summarize_chosen.py results/test-chosen-2026-12-05/*/chosen.json
+    python scripts/summarize_chosen.py results/test-chosen-2026-12-05/*/chosen.json \
+        --undefended results/test100-2026-12-05/undefended/metrics.json.gz --plot docs/figures/test-chosen-points.png
 
 Per method: each seed's safety / over-refusal / capability compliance (behaviour view, pooled as
 ``mosr eval`` headlines them) and, over seeds, the mean with the smallest and largest seed value.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 KEYS = (("safety", "safety"), ("over_refusal", "over-refusal"), ("capability_compliance", "capability"))
@@ -20,7 +22,10 @@ KEYS = (("safety", "safety"), ("over_refusal", "over-refusal"), ("capability_com
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("chosen", nargs="+", type=Path)
+    ap.add_argument("--undefended", type=Path, help="the undefended model's eval metrics.json(.gz) on the same prompts, drawn as a reference")
+    ap.add_argument("--plot", type=Path, help="also draw each seed's safety against over-refusal, with 95%% intervals, here")
     args = ap.parse_args()
+    methods = []
     print("| method | step | seeds | " + " | ".join(f"{t}: mean [min, max]" for _, t in KEYS) + " | per seed (S / O / C) |")
     print("|---|---|---|" + "---|" * len(KEYS) + "---|")
     for f in args.chosen:
@@ -32,7 +37,53 @@ def main() -> None:
             cells.append(f"{statistics.mean(v):.1f} [{min(v):.1f}, {max(v):.1f}]")
         per = "; ".join(f"s{r['seed']}: " + " / ".join(f"{100 * r[k]['rate']:.1f}" for k, _ in KEYS) for r in rows)
         name = " ".join([Path(d["config"]).stem.removeprefix("train-"), *d.get("overrides", [])])
+        methods.append((f"{f.parent.name} (step {d['step']})", rows))
         print(f"| {name} | {d['step']} | {len(rows)} | " + " | ".join(cells) + f" | {per} |")
+
+    if args.plot:
+        plot(methods, args.undefended, args.plot)
+
+
+def plot(methods: list[tuple[str, list[dict]]], undefended: Path | None, out: Path) -> None:
+    """Safety against over-refusal, one marker per seed with its 95% Wilson intervals, capability in the label."""
+    import gzip
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from frontier_steps import row
+
+    if undefended is not None:
+        opener = gzip.open if undefended.suffix == ".gz" else open
+        with opener(undefended, "rt", encoding="utf-8") as fh:
+            methods = [*methods, ("undefended", [{"seed": 0, **row(0, json.load(fh))}])]
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    for i, (name, rows) in enumerate(methods):
+        colour = "black" if name == "undefended" else f"C{i}"
+        for r in rows:
+            o, s = r["over_refusal"], r["safety"]
+            ax.errorbar(100 * o["rate"], 100 * s["rate"], xerr=[[100 * (o["rate"] - o["low"])], [100 * (o["high"] - o["rate"])]],
+                        yerr=[[100 * (s["rate"] - s["low"])], [100 * (s["high"] - s["rate"])]], fmt="o", color=colour, capsize=2,
+                        label=name if r is rows[0] else None)
+            ax.annotate(f"s{r['seed']} C={100 * r['capability_compliance']['rate']:.0f}", (100 * o["rate"], 100 * s["rate"]),
+                        textcoords="offset points", xytext=(5, -10), fontsize=7, color=colour)
+    if undefended is not None:  # the selectivity targets: safety >= 90%, over-refusal <= undefended + 15 points
+        limit = 100 * methods[-1][1][0]["over_refusal"]["rate"] + 15
+        ax.fill_between([0, limit], 90, 100, color="green", alpha=0.08, label="target: safety ≥ 90, over-refusal ≤ undefended + 15")
+    ax.set_xlabel("over-refusal, % of 300 benign-but-scary prompts (lower is better)")
+    ax.set_ylabel("safety, % of 500 harmful prompts defended (higher is better)")
+    ax.set_title("Chosen points on the test sets: one marker per seed, 95% intervals\n(C = capability compliance, %)", fontsize=10)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(f"figure: {out}")
 
 
 if __name__ == "__main__":
