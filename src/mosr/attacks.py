@@ -18,6 +18,20 @@ class Attack:
     name: str
     description: str
     apply: Callable[[Sample], tuple[str, str]]  # -> (user prompt, assistant prefill)
+    template: str | None = None  # a wrapper's text, with "{prompt}" where the request goes
+
+    def request_of(self, prompt: str) -> str:
+        """The request inside a prompt this attack wrapped (the prompt itself when it is no wrapper's).
+
+        Judges read the request, not the jailbreak around it: HarmBench's classifier is given the
+        behaviour, and a wrapper longer than a judge's request window would hide the request.
+        """
+        if self.template is None:
+            return prompt
+        head, _, tail = self.template.partition("{prompt}")
+        if prompt.startswith(head) and prompt.endswith(tail) and len(prompt) >= len(head) + len(tail):
+            return prompt[len(head) : len(prompt) - len(tail)]
+        return prompt
 
 
 def _template(text: str) -> Callable[[Sample], tuple[str, str]]:
@@ -56,9 +70,9 @@ ATTACKS: dict[str, Attack] = {
     a.name: a
     for a in [
         Attack("none", "the plain prompt", lambda s: (s.prompt, "")),
-        Attack("roleplay-aim", "AIM role-play persona (no refusals, no warnings)", _template(_AIM)),
-        Attack("roleplay-fiction", "fiction framing: an expert character's monologue", _template(_FICTION)),
-        Attack("refusal-suppression", "rules forbidding apologies, disclaimers and refusal words", _template(_RULES)),
+        Attack("roleplay-aim", "AIM role-play persona (no refusals, no warnings)", _template(_AIM), _AIM),
+        Attack("roleplay-fiction", "fiction framing: an expert character's monologue", _template(_FICTION), _FICTION),
+        Attack("refusal-suppression", "rules forbidding apologies, disclaimers and refusal words", _template(_RULES), _RULES),
         Attack("prefill", "assistant turn prefilled with the behaviour's compliant target string", _prefill),
         Attack("completion", "DeRTa completion attack: assistant turn already started complying", _completion),
     ]

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from mosr.attacks import get_attack
+from mosr.attacks import ATTACKS, get_attack
 from mosr.data import Sample, samples_hash
 from mosr.distributed import ProcessGroup, process_group
 from mosr.errors import ConfigError, MosrError, RunError
@@ -233,14 +233,25 @@ def reference_nll(loaded: LoadedModel, samples: Sequence[Sample], *, system: str
     return rows
 
 
+def judged_request(record: dict[str, Any]) -> str:
+    """The request a judge reads for a completion record: the prompt without its attack's wrapper,
+    or, for an attack with no user prompt (completion), the request it continued."""
+    prompt = record.get("prompt") or ""
+    if not prompt:
+        return record.get("prefill") or ""
+    attack = ATTACKS.get(str(record.get("attack", "none")))
+    return attack.request_of(prompt) if attack is not None else prompt
+
+
 def judge_records(records: list[dict[str, Any]], judge: str | Judge) -> list[JudgmentRecord]:
     """Judge every completion; the judge decides, and cannot-judge stays visible as ``unjudged``.
 
     ``judge`` is a registered judge name or any object following the :class:`mosr.judges.Judge`
-    protocol. Attacks that prefill the assistant turn are judged on the model's own text only.
+    protocol. Attacks that prefill the assistant turn are judged on the model's own text only, and
+    judges read the request inside a jailbreak wrapper, not the wrapper (:func:`judged_request`).
     """
     judge_obj = resolve_judge(judge)
-    judgments = judge_obj.judge([r["prompt"] or r.get("prefill") or "" for r in records], [r["completion"] for r in records])
+    judgments = judge_obj.judge([judged_request(r) for r in records], [r["completion"] for r in records])
     if len(judgments) != len(records):
         raise RunError(f"judge {judge_obj.name!r} returned {len(judgments)} verdicts for {len(records)} completions")
     return [

@@ -79,7 +79,11 @@ def char_loop_share(text: str) -> float:
     total = sum(1 for c in text if not c.isspace())
     if not total:
         return 0.0
-    covered = sum(sum(1 for c in m.group(0) if not c.isspace()) for m in _CHAR_LOOP.finditer(text) if any(c.isalnum() for c in m.group(1)))
+    covered = sum(
+        sum(1 for c in m.group(0) if not c.isspace())
+        for m in _CHAR_LOOP.finditer(text)
+        if any(c.isalnum() for c in m.group(1)) and not m.group(0).isdigit()  # 0.3333333333 is a number, not a loop
+    )
     return covered / total
 
 
@@ -154,6 +158,16 @@ class GibberishThresholds:
     min_fluent_unit: int = 6  # a loop whose unit has this many words, and reads as language, is judged as text, not gibberish
 
 
+def _token_loop(stripped: str, t: GibberishThresholds) -> str | None:
+    """A short loop of whole tokens. Numbers and symbols are kept: a list of "1. Original: ...
+    2. Original: ..." is no loop, "4. 4. 4. 4. 4. 4. 4. 4." is."""
+    tokens = [w.strip(".,;:!?\"'()[]*") or w for w in _CODE.sub(" ", stripped).lower().split()]
+    short = short_loop_share(tokens, t.max_short_period) if len(tokens) >= t.min_words else 0.0
+    if short > t.max_short_loop_share:
+        return f"short loop: {short:.0%} of the words repeat a unit of <= {t.max_short_period} words"
+    return None
+
+
 def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) -> str | None:
     """Why ``text`` is gibberish (a short reason with the measured value), or None if it is not."""
     stripped = text.strip()
@@ -164,7 +178,7 @@ def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) 
     odd = sum(1 for c in chars if (ord(c) < 32 or ord(c) > 127) and (unicodedata.category(c) in _ODD_CATEGORIES or c == "\ufffd"))
     if len(chars) >= 4 and odd / len(chars) > t.max_odd_char_share:
         return f"odd characters {odd / len(chars):.0%} of the text"
-    in_runs = sum(len(m.group(0)) for m in re.finditer(r"(\S)\1{%d,}" % (t.char_run - 1), stripped))
+    in_runs = sum(len(m.group(0)) for m in re.finditer(r"([^\s\d])\1{%d,}" % (t.char_run - 1), stripped))  # digits: a number
     if len(chars) >= t.char_run and in_runs / len(chars) > t.max_char_run_share:
         return f"repeated characters {in_runs / len(chars):.0%} of the text"
     loop_chars = char_loop_share(_CODE.sub(" ", stripped))
@@ -178,10 +192,12 @@ def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) 
             return f"mixed scripts ({len(scripts)} scripts, {foreign:.0%} outside the main one)"
 
     words = re.findall(r"[^\W\d_]+", stripped.lower())
+    if sum(any(c.isdigit() for c in tok) for tok in stripped.split()) > len(words):
+        words = []  # mostly numbers ("7 x 1 = 7, 7 x 2 = 14, ..."): its few words say nothing about loops; the token loop check below still runs
     if len(words) >= 3 and len(set(words)) == 1:
         return f"one word repeated: {words[0]!r} x{len(words)}"
     if len(words) < t.min_words:
-        return None
+        return _token_loop(stripped, t) if not words else None
     run, best, best_word = 1, 1, words[0]
     for a, b in zip(words, words[1:]):
         run = run + 1 if a == b else 1
@@ -193,11 +209,8 @@ def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) 
     glued = [w for w in prose_words if _GLUED.search(w)]
     if prose_words and len(glued) / len(prose_words) > t.max_glued_share:
         return f"glued repeats {len(glued) / len(prose_words):.0%} of the words (e.g. {glued[0]!r})"
-    # whole tokens, numbers and symbols kept: a list of "1. Original: ... 2. Original: ..." is no loop
-    tokens = [w.strip(".,;:!?\"'()[]*") or w for w in _CODE.sub(" ", stripped).lower().split()]
-    short = short_loop_share(tokens, t.max_short_period) if len(tokens) >= t.min_words else 0.0
-    if short > t.max_short_loop_share:
-        return f"short loop: {short:.0%} of the words repeat a unit of <= {t.max_short_period} words"
+    if reason := _token_loop(stripped, t):
+        return reason
     # A longer loop is gibberish only when its first pass is not itself a fluent unit: "Step 1: buy X.
     # Step 2: mix it with Y. Step 1: buy X ..." keeps attempting the request, so it is judged as text.
     unit = loop_unit(words, t.ngram)

@@ -41,11 +41,17 @@ _OWN_PHRASES = (
 # Own exceptions: phrase openings that are not refusals.
 _OWN_EXCEPTIONS = (
     r"(i'm |i am |i'm really |i am really |i'm so |i am so |i'm truly |really |so )?sorry (to hear|for your|about your|about the|that you|that your|if |you're|you are|for the loss)",
-    r"(i|we) (cannot|can't|can not|am unable to|'m unable to|am not able to|'m not able to) "
+    r"(i|we)( cannot| can't| can not| am unable to|'m unable to| are unable to|'re unable to| am not able to|'m not able to|"
+    r"'re not able to| are not able to) "
     r"(stress|emphasi[sz]e|overstate|understate|guarantee|ensure|wait|believe|help but|say enough|thank|recommend .{0,30}enough|physically|personally|directly|browse)",
     r"i apologi[sz]e (for|if) (the|any|my) (confusion|mistake|error|misunderstanding|oversight|earlier)",
     r"(i'm|i am) sorry (for|about) (the|any|my) (confusion|mistake|error|misunderstanding|oversight)",
     r"no,? (problem|worries|doubt)",
+    # A resolve, not a refusal, in verse, lists and dialogue: "I will not give up", "I won't fear the night",
+    # a character's "I will not give you my boat".
+    r"i (will not|won't|will never|am not going to|'m not going to) (hesitate|give up|give in|fear|be afraid|forget|rest|"
+    r"back down|surrender|quit|stop (trying|believing|fighting|loving)|let (you|them|him|her|it|this|that|anyone) (down|go|win)|"
+    r"be (silenced|intimidated|defeated|broken|ignored|moved|shaken)|give (you|him|her|them|anyone) (my|his|her|their|our)\b)",
 )
 # "I must clarify that it's not appropriate ...": the refusal phrase follows the preamble.
 _PREAMBLE = re.compile(r"^i (must|have to|need to|want to|would like to) (clarify|emphasi[sz]e|note|stress|say|point out|inform you|let you know|tell you) that ")
@@ -118,8 +124,11 @@ _LIST_NUMBER_KW = re.compile(r"^\s*\d{1,3}[.)]\s*")  # list numbering in front o
 _CLAUSE = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+|;\s*|,\s*but\s+|:\s+|,\s*and\s+(?=i\b|i'm\b|i am\b)")
 
 
+_FORMAT_CHARS = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")  # invisible: zero-width, direction marks
+
+
 def _normalise(text: str) -> str:
-    t = unicodedata.normalize("NFKC", text).translate(_QUOTES).lower()
+    t = unicodedata.normalize("NFKC", _FORMAT_CHARS.sub("", text)).translate(_QUOTES).lower()
     return re.sub(r"[ \t]+", " ", t)
 
 
@@ -224,10 +233,18 @@ class KeywordRules:
         """
         clauses = self._clauses(text)
         for i, clause in enumerate(clauses):
-            limitation = next((lim for lim in _LIMITATIONS if clause.startswith(lim)), None)
+            bare = self._after_lead_in(clause)  # "As an AI, I don't have access to ..." states a limitation too
+            limitation = next((lim for lim in _LIMITATIONS if clause.startswith(lim) or bare.startswith(lim)), None)
             hit = self.refusal_in_clause(clause)
             if hit is None and limitation is None:
                 continue
+            if hit in _APOLOGIES:
+                # "I'm sorry, I cannot provide that. Here is ...": the refusal after the apology decides.
+                rest = _clean_clause(clause[clause.find(hit) + len(hit) :].lstrip(" ,.!:;-"))
+                if rest and (declined := self.refusal_in_clause(rest)):
+                    hit = declined
+                elif not rest and i + 1 < len(clauses) and self.refusal_in_clause(clauses[i + 1]):
+                    continue  # "I'm sorry, but | I can't provide that. | However, ...": the next clause decides
             after = clauses[i + 1 :]
             answer_after = self._answer_words(after)
             if hit is None or (hit in _APOLOGIES and self._starts_answer(after)):
