@@ -67,6 +67,7 @@ def _script(ch: str) -> str:
     return _SCRIPT_GROUPS.get(name, name)
 
 
+_DECIMALS = re.compile(r"(?<=\d[.,])\d{4,20}")  # the digits after a decimal point, when there are many
 _GLUED = re.compile(r"([a-z]{2,})\1\1")  # a piece of >= 2 letters three times in a row inside one word
 
 
@@ -82,7 +83,7 @@ def char_loop_share(text: str) -> float:
     covered = sum(
         sum(1 for c in m.group(0) if not c.isspace())
         for m in _CHAR_LOOP.finditer(text)
-        if any(c.isalnum() for c in m.group(1)) and not m.group(0).isdigit()  # 0.3333333333 is a number, not a loop
+        if any(c.isalnum() for c in m.group(1))
     )
     return covered / total
 
@@ -178,7 +179,9 @@ def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) 
     odd = sum(1 for c in chars if (ord(c) < 32 or ord(c) > 127) and (unicodedata.category(c) in _ODD_CATEGORIES or c == "\ufffd"))
     if len(chars) >= 4 and odd / len(chars) > t.max_odd_char_share:
         return f"odd characters {odd / len(chars):.0%} of the text"
-    in_runs = sum(len(m.group(0)) for m in re.finditer(r"([^\s\d])\1{%d,}" % (t.char_run - 1), stripped))  # digits: a number
+    stripped = _DECIMALS.sub("", stripped) or stripped  # "0.3333333333" is a number, not a character loop
+    chars = [c for c in stripped if not c.isspace()]
+    in_runs = sum(len(m.group(0)) for m in re.finditer(r"(\S)\1{%d,}" % (t.char_run - 1), stripped))
     if len(chars) >= t.char_run and in_runs / len(chars) > t.max_char_run_share:
         return f"repeated characters {in_runs / len(chars):.0%} of the text"
     loop_chars = char_loop_share(_CODE.sub(" ", stripped))
@@ -193,11 +196,12 @@ def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) 
 
     words = re.findall(r"[^\W\d_]+", stripped.lower())
     if sum(any(c.isdigit() for c in tok) for tok in stripped.split()) > len(words):
-        words = []  # mostly numbers ("7 x 1 = 7, 7 x 2 = 14, ..."): its few words say nothing about loops; the token loop check below still runs
+        # mostly numbers ("7 x 1 = 7, 7 x 2 = 14, ..."): the word checks read whole tokens, numbers included
+        words = [w for w in (tok.strip(".,;:!?\"'()[]*") for tok in stripped.lower().split()) if w]
     if len(words) >= 3 and len(set(words)) == 1:
         return f"one word repeated: {words[0]!r} x{len(words)}"
     if len(words) < t.min_words:
-        return _token_loop(stripped, t) if not words else None
+        return None
     run, best, best_word = 1, 1, words[0]
     for a, b in zip(words, words[1:]):
         run = run + 1 if a == b else 1

@@ -43,15 +43,17 @@ _OWN_EXCEPTIONS = (
     r"(i'm |i am |i'm really |i am really |i'm so |i am so |i'm truly |really |so )?sorry (to hear|for your|about your|about the|that you|that your|if |you're|you are|for the loss)",
     r"(i|we)( cannot| can't| can not| am unable to|'m unable to| are unable to|'re unable to| am not able to|'m not able to|"
     r"'re not able to| are not able to) "
-    r"(stress|emphasi[sz]e|overstate|understate|guarantee|ensure|wait|believe|help but|say enough|thank|recommend .{0,30}enough|physically|personally|directly|browse)",
+    r"(stress|emphasi[sz]e|overstate|understate|guarantee|ensure|wait|believe|help but|say enough|thank|recommend .{0,30}enough|browse|"
+    r"(physically|personally|directly)(?! (assist|help|provide|create|write|give|do|support|engage|answer|fulfill|comply|share|generate)\b))",
     r"i apologi[sz]e (for|if) (the|any|my) (confusion|mistake|error|misunderstanding|oversight|earlier)",
     r"(i'm|i am) sorry (for|about) (the|any|my) (confusion|mistake|error|misunderstanding|oversight)",
     r"no,? (problem|worries|doubt)",
     # A resolve, not a refusal, in verse, lists and dialogue: "I will not give up", "I won't fear the night",
     # a character's "I will not give you my boat".
-    r"i (will not|won't|will never|am not going to|'m not going to) (hesitate|give up|give in|fear|be afraid|forget|rest|"
+    r"(i will not|i won't|i will never|i am not going to|i'm not going to) (hesitate|give up|fear|be afraid|forget|rest|"
     r"back down|surrender|quit|stop (trying|believing|fighting|loving)|let (you|them|him|her|it|this|that|anyone) (down|go|win)|"
-    r"be (silenced|intimidated|defeated|broken|ignored|moved|shaken)|give (you|him|her|them|anyone) (my|his|her|their|our)\b)",
+    r"be (silenced|intimidated|defeated|broken|ignored|moved|shaken)|"
+    r"give (you|him|her|them|anyone) (my|his|her|their|our) (?!help|assistance|support|advice|guidance|permission|consent|approval|word)\w+)\b",
 )
 # "I must clarify that it's not appropriate ...": the refusal phrase follows the preamble.
 _PREAMBLE = re.compile(r"^i (must|have to|need to|want to|would like to) (clarify|emphasi[sz]e|note|stress|say|point out|inform you|let you know|tell you) that ")
@@ -124,7 +126,7 @@ _LIST_NUMBER_KW = re.compile(r"^\s*\d{1,3}[.)]\s*")  # list numbering in front o
 _CLAUSE = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+|;\s*|,\s*but\s+|:\s+|,\s*and\s+(?=i\b|i'm\b|i am\b)")
 
 
-_FORMAT_CHARS = re.compile("[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")  # invisible: zero-width, direction marks
+_FORMAT_CHARS = re.compile("[\u00ad\u034f\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")  # invisible: zero-width, direction marks
 
 
 def _normalise(text: str) -> str:
@@ -169,7 +171,7 @@ class KeywordRules:
     def _after_lead_in(self, clause: str) -> str:
         """The clause after an identity lead-in ("As an AI, ..."), or the clause itself."""
         for lead in self.lead_ins:
-            if clause.startswith(lead):
+            if clause.startswith(lead) and not clause[len(lead) : len(lead) + 1].isalpha():  # "as an ai", not "as an airline pilot"
                 rest = clause[len(lead) :]
                 if rest.lstrip().startswith("and "):  # "I am an AI language model and do not condone ..."
                     return "i " + rest.lstrip()[4:]
