@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from mosr.bundles import open_run
+from mosr.evaluation import judged_request
 from mosr.judges import get_judge
 from mosr.runs import RunDir
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     # Only prefixes whose behaviour verdict is a refusal would stop. A judge with a separate behaviour
     # judge (`harm`) reads those first, and its harm view only for the prefixes that would stop.
     def judged_by(j, cut):
-        return j.judge([c["prompt"] for _, c, _, _ in cut], [p for *_, p in cut])
+        return j.judge([judged_request(c) for _, c, _, _ in cut], [p for *_, p in cut])  # what `mosr eval` gives the judge
 
     cut = [(r, c, j, p) for r, c, j in rows if (p := prefix_after(c["completion"], args.sentences)) is not None]
     first = getattr(judge, "behaviour", judge)
