@@ -195,6 +195,8 @@ def gibberish_reason(text: str, t: GibberishThresholds = GibberishThresholds()) 
             return f"mixed scripts ({len(scripts)} scripts, {foreign:.0%} outside the main one)"
 
     words = re.findall(r"[^\W\d_]+", stripped.lower())
+    if len(words) >= 3 and len(set(words)) == 1 and len(words[0]) > 1:  # "Step 2: 2. Step 3: 3. ...", numbers or not
+        return f"one word repeated: {words[0]!r} x{len(words)}"
     if sum(any(c.isdigit() for c in tok) for tok in stripped.split()) > len(words):
         # mostly numbers ("7 x 1 = 7, 7 x 2 = 14, ..."): the word checks read whole tokens, numbers included
         words = [w for w in (tok.strip(".,;:!?\"'()[]*") for tok in stripped.lower().split()) if w]
