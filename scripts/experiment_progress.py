@@ -1,6 +1,6 @@
 """Per-seed headline rates of the finished eval stages of an experiment's bundles (docs/RESULTS.md).
 
-    python scripts/experiment_progress.py results/experiment
+    python scripts/experiment_progress.py results/experiment [--plot docs/figures/experiment-per-seed.png]
 
 Prints a markdown table, one row per bundled eval stage (method, seed): safety on plain harmful
 prompts, over-refusal on the benign-but-scary sets, capability on ordinary instructions, each with
@@ -26,6 +26,7 @@ def cell(rate: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bundles", type=Path, help="the experiment's bundles folder (with eval/<method>/seed<k>/)")
+    ap.add_argument("--plot", type=Path, help="also draw each seed's safety against over-refusal (95%% intervals) here")
     args = ap.parse_args(argv)
     found = sorted((args.bundles / "eval").glob("*/seed*/metrics.json.gz"))
     if not found:
@@ -42,7 +43,38 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|" + "---|" * len(COLUMNS))
     for method, seed, rates in rows:
         print(f"| {method} | {seed} | " + " | ".join(cell(r) for r in rates) + " |")
+    if args.plot:
+        plot(rows, args.plot)
     return 0
+
+
+def plot(rows: list, out: Path) -> None:
+    """Safety against over-refusal, one marker per (method, seed), 95% Wilson intervals, seeds labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    methods = list(dict.fromkeys(m for m, _, _ in rows))
+    for i, method in enumerate(methods):
+        mine = [r for r in rows if r[0] == method]
+        for _, seed, (safety, over, _) in mine:
+            x, y = 100 * over["rate"], 100 * safety["rate"]
+            ax.errorbar(x, y, xerr=[[x - 100 * over["low"]], [100 * over["high"] - x]], yerr=[[y - 100 * safety["low"]], [100 * safety["high"] - y]],
+                        fmt="o", color=f"C{i}", capsize=2, label=method if seed == mine[0][1] else None)
+            ax.annotate(f"s{seed}", (x, y), textcoords="offset points", xytext=(4, -9), fontsize=7, color=f"C{i}")
+    ax.set_xlabel("over-refusal, % of benign-but-scary prompts (lower is better)")
+    ax.set_ylabel("safety, % of plain harmful prompts defended (higher is better)")
+    ax.set_title("Full experiment: every method and seed (95% intervals)", fontsize=10)
+    ax.set_xlim(0, 100)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    print(f"figure: {out}")
 
 
 if __name__ == "__main__":
