@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 from pathlib import Path
 
 COLUMNS = (("safety", "safety", "safety (plain harmful)"), ("over-refusal", "over_refusal", "over-refusal"),
@@ -50,32 +51,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def plot(rows: list, out: Path) -> None:
     """Safety against over-refusal, one marker per (method, seed), 95% Wilson intervals, seeds labelled."""
-    import matplotlib
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from seed_points import plot_seed_points
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 6))
     methods = list(dict.fromkeys(m for m, _, _ in rows))
-    for i, method in enumerate(methods):
-        mine = [r for r in rows if r[0] == method]
-        for _, seed, (safety, over, _) in mine:
-            x, y = 100 * over["rate"], 100 * safety["rate"]
-            ax.errorbar(x, y, xerr=[[x - 100 * over["low"]], [100 * over["high"] - x]], yerr=[[y - 100 * safety["low"]], [100 * safety["high"] - y]],
-                        fmt="o", color=f"C{i}", capsize=2, label=method if seed == mine[0][1] else None)
-            ax.annotate(f"s{seed}", (x, y), textcoords="offset points", xytext=(4, -9), fontsize=7, color=f"C{i}")
-    ax.set_xlabel("over-refusal, % of benign-but-scary prompts (lower is better)")
-    ax.set_ylabel("safety, % of plain harmful prompts defended (higher is better)")
-    ax.set_title("Full experiment: every method and seed (95% intervals)", fontsize=10)
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    print(f"figure: {out}")
-
+    groups = [(method, f"C{i}", [(over, safety, f"s{seed}") for m, seed, (safety, over, _) in rows if m == method])
+              for i, method in enumerate(methods)]
+    plot_seed_points(groups, out, title="Full experiment: every method and seed (95% intervals)",
+                     xlabel="over-refusal, % of benign-but-scary prompts (lower is better)",
+                     ylabel="safety, % of plain harmful prompts defended (higher is better)")
 
 if __name__ == "__main__":
     raise SystemExit(main())

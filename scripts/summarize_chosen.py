@@ -48,43 +48,23 @@ def plot(methods: list[tuple[str, list[dict]]], undefended: Path | None, out: Pa
     """Safety against over-refusal, one marker per seed with its 95% Wilson intervals, capability in the label."""
     import gzip
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from frontier_steps import row
+    from seed_points import plot_seed_points
 
     if undefended is not None:
         opener = gzip.open if undefended.suffix == ".gz" else open
         with opener(undefended, "rt", encoding="utf-8") as fh:
             methods = [*methods, ("undefended", [{"seed": 0, **row(0, json.load(fh))}])]
-    fig, ax = plt.subplots(figsize=(7.5, 5.5))
-    for i, (name, rows) in enumerate(methods):
-        colour = "black" if name == "undefended" else f"C{i}"
-        for r in rows:
-            o, s = r["over_refusal"], r["safety"]
-            ax.errorbar(100 * o["rate"], 100 * s["rate"], xerr=[[100 * (o["rate"] - o["low"])], [100 * (o["high"] - o["rate"])]],
-                        yerr=[[100 * (s["rate"] - s["low"])], [100 * (s["high"] - s["rate"])]], fmt="o", color=colour, capsize=2,
-                        label=name if r is rows[0] else None)
-            ax.annotate(f"s{r['seed']} C={100 * r['capability_compliance']['rate']:.0f}", (100 * o["rate"], 100 * s["rate"]),
-                        textcoords="offset points", xytext=(5, -10), fontsize=7, color=colour)
-    if undefended is not None:  # the selectivity targets: safety >= 90%, over-refusal <= undefended + 15 points
-        limit = 100 * methods[-1][1][0]["over_refusal"]["rate"] + 15
-        ax.fill_between([0, limit], 90, 100, color="green", alpha=0.08, label="target: safety ≥ 90, over-refusal ≤ undefended + 15")
-    ax.set_xlabel("over-refusal, % of 300 benign-but-scary prompts (lower is better)")
-    ax.set_ylabel("safety, % of 500 harmful prompts defended (higher is better)")
-    ax.set_title("Chosen points on the test sets: one marker per seed, 95% intervals\n(C = capability compliance, %)", fontsize=10)
-    ax.set_xlim(0, 100)
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    print(f"figure: {out}")
-
+    groups = [(name, "black" if name == "undefended" else f"C{i}",
+               [(r["over_refusal"], r["safety"], f"s{r['seed']} C={100 * r['capability_compliance']['rate']:.0f}") for r in rows])
+              for i, (name, rows) in enumerate(methods)]
+    # the selectivity targets: safety >= 90%, over-refusal <= undefended + 15 points
+    target = 100 * methods[-1][1][0]["over_refusal"]["rate"] + 15 if undefended is not None else None
+    plot_seed_points(groups, out, target_over=target,
+                     title="Chosen points on the test sets: one marker per seed, 95% intervals\n(C = capability compliance, %)",
+                     xlabel="over-refusal, % of 300 benign-but-scary prompts (lower is better)",
+                     ylabel="safety, % of 500 harmful prompts defended (higher is better)")
 
 if __name__ == "__main__":
     main()
