@@ -25,6 +25,10 @@ def main() -> None:
     ap.add_argument("--undefended", type=Path, help="the undefended model's eval metrics.json(.gz) on the same prompts, drawn as a reference")
     ap.add_argument("--plot", type=Path, help="also draw each seed's safety against over-refusal, with 95%% intervals, here")
     args = ap.parse_args()
+    if args.undefended is not None and not args.undefended.is_file():
+        ap.error(f"--undefended {args.undefended}: no such file")
+    if args.undefended is not None and not args.plot:
+        ap.error("--undefended is drawn in the figure only; pass --plot too")
     methods = []
     print("| method | step | seeds | " + " | ".join(f"{t}: mean [min, max]" for _, t in KEYS) + " | per seed (S / O / C) |")
     print("|---|---|---|" + "---|" * len(KEYS) + "---|")
