@@ -81,6 +81,18 @@ def test_eval_on_two_processes_matches_one_and_resumes_with_either(model_dir, tm
         assert meta["processes"] == nproc and sum(meta["generated_by_process"]) == lost
 
 
+def test_a_pooled_eval_on_two_processes_matches_one(model_dir, tmp_path):
+    """With --pool-tasks the one plan over every set is dealt across processes, batch by batch."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    pooled = [*EVAL, "--pool-tasks", "--limit", "3"]
+    mosr_cli([*pooled, "--model", str(model_dir), "--out", str(one)], 1, tmp_path)
+    mosr_cli([*pooled, "--model", str(model_dir), "--out", str(two)], 2, tmp_path)
+    assert (two / "completions.jsonl").read_bytes() == (one / "completions.jsonl").read_bytes()
+    assert (two / "metrics.json").read_bytes() == (one / "metrics.json").read_bytes()
+    # 9 prompts (3 sets of 3) in one plan of 5 batches of 2 rows (the last 1), dealt round-robin: batches 0, 2, 4 and 1, 3
+    assert _json(two / "run.json")["generated_by_process"] == [5, 4]
+
+
 def _comparable(metrics: dict) -> dict:
     for variant in metrics["variants"]:
         for extraction in variant["extraction"].values():

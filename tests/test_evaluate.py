@@ -181,3 +181,60 @@ def test_a_users_judge_object_can_be_passed_to_run_eval(tmp_path, tiny, small_co
     assert {r["judge"] for r in rows} == {"always-refuses"} and all(r["harmful"] is None for r in rows)
     with pytest.raises(ConfigError, match="not a judge"):
         run_eval(small_config, tmp_path / "run2", loaded=tiny, judge=object())
+
+
+@pytest.fixture(scope="module")
+def varied():
+    from mosr.testing import tiny_model
+
+    return tiny_model(num_layers=2, init_std=0.3)  # varied completions, so a row given another prompt's text would show
+
+
+def test_pooled_tasks_give_the_per_task_completions_in_fewer_batches(tmp_path, varied, monkeypatch):
+    import mosr.evaluation as ev
+
+    calls = []
+    real = ev.generate
+
+    def counting(loaded, prompts, **kw):
+        calls.append(len(prompts))
+        return real(loaded, prompts, **kw)
+
+    monkeypatch.setattr(ev, "generate", counting)
+    cfg = dict(model="tiny", suites=["over-refusal", "capability"], limit=3, judge="keyword", max_new_tokens=6, batch_size=4)
+    per_task = run_eval(EvalConfig(**cfg), tmp_path / "per-task", loaded=varied)
+    assert calls == [3, 3, 3, 3]
+    calls.clear()
+    pooled = run_eval(EvalConfig(**cfg, pool_tasks=True), tmp_path / "pooled", loaded=varied)
+    assert calls == [12]  # one plan over the 12 prompts: 3 batches of 4 instead of 4 of 3
+    records = [[json.loads(line) for line in (tmp_path / name / "completions.jsonl").read_text().splitlines()]
+               for name in ("per-task", "pooled")]
+    strip = [[{k: v for k, v in r.items() if k != "settings_hash"} for r in recs] for recs in records]
+    assert strip[0] == strip[1]  # same records, same task order, same text
+    assert len({r["completion"] for r in records[0]}) > 6
+    assert pooled["suites"] == per_task["suites"]
+    assert json.loads((tmp_path / "pooled" / "eval_config.json").read_text())["pool_tasks"] is True
+    assert "pool_tasks" not in json.loads((tmp_path / "per-task" / "eval_config.json").read_text())  # as before the key
+
+
+def test_an_interrupted_pooled_eval_resumes_to_identical_completions(tmp_path, varied):
+    cfg = EvalConfig(model="tiny", suites=["over-refusal", "capability"], limit=3, judge="keyword", max_new_tokens=6,
+                     batch_size=4, pool_tasks=True)
+    full = run_eval(cfg, tmp_path / "full", loaded=varied)
+    part = tmp_path / "part"
+    run_eval(cfg, part, loaded=varied)
+    lines = (part / "completions.jsonl").read_text().splitlines(keepends=True)
+    (part / "completions.jsonl").write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
+    for name in ("metrics.json", "judgments.jsonl", "perplexity.jsonl"):
+        (part / name).unlink()
+    assert run_eval(cfg, part, loaded=varied) == full
+    assert (part / "completions.jsonl").read_bytes() == (tmp_path / "full" / "completions.jsonl").read_bytes()
+    with pytest.raises(RunError, match="pool_tasks"):  # the other batching is another setting
+        run_eval(EvalConfig(**{**cfg.__dict__, "pool_tasks": False}), part, loaded=varied)
+
+
+def test_pool_tasks_enters_an_experiment_stage_hash_only_when_on():
+    from mosr.stage_inputs import eval_inputs
+
+    off, on = EvalConfig(model="tiny"), EvalConfig(model="tiny", pool_tasks=True)
+    assert "pool_tasks" not in eval_inputs(off) and eval_inputs(on)["pool_tasks"] is True

@@ -36,6 +36,7 @@ class EvalConfig(YamlLoadable):
     long_prompts: str = "refuse"  # a prompt longer than the context minus max_new_tokens: refuse, or truncate (cut from the middle)
     max_batch_tokens: int = 32768  # KV-cache budget per generation batch: rows x (longest prompt + max_new_tokens)
     steering: str | None = None  # a `mosr steer` run folder, applied during generation (docs/STEERING.md)
+    pool_tasks: bool = False  # one batch plan over the prompts of every task (longest first), not one per task
 
     def __post_init__(self) -> None:
         self.suites = resolve_suites(self.suites) if (self.suites or not self.datasets) else []
@@ -68,6 +69,8 @@ class EvalConfig(YamlLoadable):
                                              "long_prompts", "max_batch_tokens")}
         if self.steering:
             key["steering"] = self.steering
+        if self.pool_tasks:  # only when on, so that folders made before the key existed stay resumable
+            key["pool_tasks"] = True
         return key
 
 

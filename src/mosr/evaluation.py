@@ -158,7 +158,7 @@ def check_resumable(run: RunDir, config: EvalConfig) -> None:
     old = run.read_json("eval_config.json")
     new = config.generation_key()
     if old != new:
-        diff = "; ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in new.items() if old.get(k) != v)
+        diff = "; ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in dict.fromkeys([*new, *old]) if old.get(k) != new.get(k))
         raise RunError(f"{run.path} holds completions made with other settings ({diff}); rerun with the folder's settings "
                        "to resume, or use a new --out folder")
 
@@ -170,7 +170,8 @@ def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir, p
     A stored record is reused only when its key, data hash, prompt hash and settings hash all match;
     at the end ``completions.jsonl`` holds exactly these records in task order. Under several
     processes (``group``) each one decodes whole batches of the one-process plan, dealt round-robin;
-    the main process merges them and returns the records, the others return ``[]``.
+    the main process merges them and returns the records, the others return ``[]``. Batches are
+    planned task by task, or with ``config.pool_tasks`` once over the prompts of every task.
     """
     group = group or ProcessGroup()
     plans = plans if plans is not None else plan_tasks(loaded, config)
@@ -179,37 +180,52 @@ def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir, p
     journal = COMPLETIONS if group.is_main else RANK_JOURNAL.format(group.rank)
     owns = group.dealer()
     generated = [0]
-    for plan in plans:
-        task = plan.task
-        done = [k in existing for k in plan.keys]
-        if not all(done):
 
-            def save(idx: list[int], texts: list[str], plan: TaskPlan = plan) -> None:
-                recs = []
-                for i, text in zip(idx, texts):
-                    if plan.keys[i] in existing:
-                        continue
-                    s = plan.samples[i]
-                    rec = {
-                        "key": plan.keys[i], "suite": plan.task.suite, "dataset": plan.task.dataset, "attack": plan.task.attack,
-                        "sample_id": s.id, "label": s.label, "category": s.category,
-                        "prompt": plan.prompts[i], "prefill": plan.prefills[i], "completion": text,
-                        "data_hash": plan.data_hash, "prompt_hash": plan.prompt_hashes[i], "settings_hash": settings,
-                    }
-                    if i in plan.truncated:
-                        rec["truncated"] = plan.truncated[i]
-                        rec["model_prompt"] = plan.model_prompts[i]
-                    existing[plan.keys[i]] = rec
-                    recs.append(rec)
-                run.append_jsonl(journal, recs)
-                generated[0] += len(recs)
+    def save(plan: TaskPlan, idx: list[int], texts: list[str]) -> None:
+        recs = []
+        for i, text in zip(idx, texts):
+            if plan.keys[i] in existing:
+                continue
+            s = plan.samples[i]
+            rec = {
+                "key": plan.keys[i], "suite": plan.task.suite, "dataset": plan.task.dataset, "attack": plan.task.attack,
+                "sample_id": s.id, "label": s.label, "category": s.category,
+                "prompt": plan.prompts[i], "prefill": plan.prefills[i], "completion": text,
+                "data_hash": plan.data_hash, "prompt_hash": plan.prompt_hashes[i], "settings_hash": settings,
+            }
+            if i in plan.truncated:
+                rec["truncated"] = plan.truncated[i]
+                rec["model_prompt"] = plan.model_prompts[i]
+            existing[plan.keys[i]] = rec
+            recs.append(rec)
+        run.append_jsonl(journal, recs)
+        generated[0] += len(recs)
 
-            generate(
-                loaded, plan.model_prompts, response_prefixes=plan.prefills,
-                max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, system=config.system,
-                desc=f"{task.dataset} [{task.attack}]", on_batch=save, done=done, max_batch_tokens=config.max_batch_tokens,
-                owns=owns,
-            )
+    # one batch plan per task, or (pool_tasks) one over every task's prompts: rows are (plan, index in plan)
+    parts = [[(plan, i) for plan in plans for i in range(len(plan.keys))]] if config.pool_tasks else \
+        [[(plan, i) for i in range(len(plan.keys))] for plan in plans]
+    for rows in parts:
+        done = [plan.keys[i] in existing for plan, i in rows]
+        if not rows or all(done):
+            continue
+
+        def save_rows(idx: list[int], texts: list[str], rows: list[tuple[TaskPlan, int]] = rows) -> None:
+            by_task: dict[int, tuple[TaskPlan, list[int], list[str]]] = {}  # each task's rows of this batch, in batch order
+            for j, text in zip(idx, texts):
+                plan, i = rows[j]
+                _, mine, outs = by_task.setdefault(id(plan), (plan, [], []))
+                mine.append(i)
+                outs.append(text)
+            for plan, mine, outs in by_task.values():
+                save(plan, mine, outs)
+
+        first = rows[0][0].task
+        generate(
+            loaded, [plan.model_prompts[i] for plan, i in rows], response_prefixes=[plan.prefills[i] for plan, i in rows],
+            max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, system=config.system,
+            desc=f"{len(plans)} sets" if config.pool_tasks else f"{first.dataset} [{first.attack}]", on_batch=save_rows,
+            done=done, max_batch_tokens=config.max_batch_tokens, owns=owns,
+        )
     by_process = group.gather(generated[0])  # also waits until every process has written its journal
     stored = existing if group.world == 1 else None  # else merged from the folder and the journals
     return group.on_main(lambda: merge_completions(run, plans, settings, stored, by_process), share=False) or []

@@ -36,6 +36,8 @@ def eval_inputs(ec: EvalConfig) -> dict[str, Any]:
     d = dataclasses.asdict(ec)
     d.pop("adapter")
     d.pop("seed")  # greedy decoding: the seed does not change completions
+    if d.get("pool_tasks") is False:  # added later: off is the behaviour from before, and keeps the bundled stages' hashes
+        d.pop("pool_tasks")
     d["judge_resolved"] = resolved_judge(ec.judge)  # an alias such as "default" may point to another judge later
     return d
 

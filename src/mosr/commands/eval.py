@@ -32,6 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "prompt from the middle (recorded in its completion)")
     p.add_argument("--max-batch-tokens", type=int, default=32768,
                    help="memory budget of one generation batch in tokens: rows x (longest prompt + max new tokens)")
+    p.add_argument("--pool-tasks", action="store_true",
+                   help="decode the prompts of every set and attack in one batch plan (longest first) instead of set by "
+                        "set: fewer, fuller batches when the sets are small (e.g. with --limit)")
     p.set_defaults(func=run)
 
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, adapter=adapter, steering=steering, suites=args.suite or ([] if args.dataset else ["over-refusal"]),
         datasets=args.dataset, prompt_column=args.prompt_column, label_column=args.label_column, limit=args.limit, judge=args.judge,
         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, system=args.system, seed=args.seed,
-        long_prompts=args.long_prompts, max_batch_tokens=args.max_batch_tokens,
+        long_prompts=args.long_prompts, max_batch_tokens=args.max_batch_tokens, pool_tasks=args.pool_tasks,
     )
     metrics = run_eval(config, args.out)
     if not process_group().is_main:
