@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mosr.training.data import SHIPPED_COMPLETIONS  # noqa: E402
+from mosr.training.data import SHIPPED_COMPLETIONS, model_key  # noqa: E402
 
 
 def main() -> None:
@@ -29,10 +28,10 @@ def main() -> None:
     args = ap.parse_args()
     fingerprint = args.fingerprint
     if fingerprint is None:
-        from mosr.models import default_gguf_path, file_sha256
+        from mosr.models import default_gguf_path, gguf_fingerprint
 
-        fingerprint = "gguf-sha256:" + file_sha256(default_gguf_path())
-    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+        fingerprint = gguf_fingerprint(default_gguf_path())
+    key = model_key(fingerprint)
     src = args.cache / "completions" / key
     if not src.is_dir():
         sys.exit(f"no completions of {fingerprint} in {src}")

@@ -29,3 +29,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture()
+def fake_generate(monkeypatch):
+    """``mosr.generation.generate`` answers "answer to PROMPT"; returns the prompts of each call."""
+    import mosr.generation
+
+    calls: list[list[str]] = []
+
+    def fake(loaded, prompts, **kw):
+        calls.append(list(prompts))
+        return [f"answer to {p}" for p in prompts]
+
+    monkeypatch.setattr(mosr.generation, "generate", fake)
+    return calls

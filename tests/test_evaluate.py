@@ -32,15 +32,19 @@ def test_eval_writes_a_complete_run_folder(tmp_path, tiny, small_config):
     assert len(verdicts) == 12 and ("xstest-safe", "none", "xstest-1") in verdicts
 
 
+def _kill_after_five(run):
+    """Leave a finished run as if killed mid-way: the first 5 records, half of the sixth (a torn write), no derived files."""
+    lines = (run / "completions.jsonl").read_text().splitlines(keepends=True)
+    (run / "completions.jsonl").write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
+    for name in ("metrics.json", "judgments.jsonl", "perplexity.jsonl"):
+        (run / name).unlink()
+
+
 def test_interrupted_eval_resumes_to_identical_metrics(tmp_path, tiny, small_config):
     full = run_eval(small_config, tmp_path / "full", loaded=tiny)
     part = tmp_path / "part"
     run_eval(small_config, part, loaded=tiny)
-    lines = (part / "completions.jsonl").read_text().splitlines(keepends=True)
-    # Simulate a kill: keep the first 5 records and half of the sixth (a torn write).
-    (part / "completions.jsonl").write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
-    for name in ("metrics.json", "judgments.jsonl", "perplexity.jsonl"):
-        (part / name).unlink()
+    _kill_after_five(part)
     resumed = run_eval(small_config, part, loaded=tiny)
     assert resumed == full
     assert len((part / "completions.jsonl").read_text().splitlines()) == 12
@@ -223,10 +227,7 @@ def test_an_interrupted_pooled_eval_resumes_to_identical_completions(tmp_path, v
     full = run_eval(cfg, tmp_path / "full", loaded=varied)
     part = tmp_path / "part"
     run_eval(cfg, part, loaded=varied)
-    lines = (part / "completions.jsonl").read_text().splitlines(keepends=True)
-    (part / "completions.jsonl").write_text("".join(lines[:5]) + lines[5][: len(lines[5]) // 2])
-    for name in ("metrics.json", "judgments.jsonl", "perplexity.jsonl"):
-        (part / name).unlink()
+    _kill_after_five(part)
     assert run_eval(cfg, part, loaded=varied) == full
     assert (part / "completions.jsonl").read_bytes() == (tmp_path / "full" / "completions.jsonl").read_bytes()
     with pytest.raises(RunError, match="pool_tasks"):  # the other batching is another setting

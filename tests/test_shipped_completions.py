@@ -26,17 +26,11 @@ def _ship(root, loaded, samples, n, texts, **changes):
 
 
 @pytest.fixture
-def setup(tmp_path, monkeypatch):
+def setup(tmp_path, monkeypatch, fake_generate):
     monkeypatch.setenv("MOSR_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MOSR_SHIPPED_COMPLETIONS", raising=False)
     monkeypatch.setattr(tdata, "SHIPPED_COMPLETIONS", tmp_path / "shipped")
-    calls: list[list[str]] = []
-
-    def fake_generate(loaded, prompts, **kw):
-        calls.append(list(prompts))
-        return [f"generated {p}" for p in prompts]
-
-    monkeypatch.setattr(mosr.generation, "generate", fake_generate)
+    calls = fake_generate
     loaded = tiny_model(num_layers=2)
     samples = [Sample(f"s{i}", f"prompt {i}", "benign", "toy") for i in range(3)]
     return tmp_path / "shipped", loaded, samples, calls
@@ -63,15 +57,15 @@ def test_shipped_files_are_ignored_when_anything_differs(setup, monkeypatch):
     shipped, loaded, samples, calls = setup
     _ship(shipped, loaded, samples, 5, ["a", "b", "c"], fingerprint="gguf-sha256:another")  # another model's
     assert tdata.completion_origin(loaded, samples, 5) == "generated"
-    assert _own(loaded, samples) == [f"generated {s.prompt}" for s in samples] and len(calls) == 1
+    assert _own(loaded, samples) == [f"answer to {s.prompt}" for s in samples] and len(calls) == 1
     assert _own(loaded, samples[:2]) and len(calls) == 2  # other prompts: other key, nothing shipped
     _ship(shipped, loaded, samples, 7, ["a", "b", "c"], max_new_tokens=6)  # the file's own budget disagrees
-    assert _own(loaded, samples, n=7)[0].startswith("generated") and len(calls) == 3
+    assert _own(loaded, samples, n=7)[0].startswith("answer to") and len(calls) == 3
     other = tiny_model(num_layers=2, seed=1)
     _ship(shipped, other, samples, 5, ["x", "y", "z"])
     monkeypatch.setenv("MOSR_SHIPPED_COMPLETIONS", "0")  # switched off
     assert tdata.completion_origin(other, samples, 5) == "generated"
-    assert _own(other, samples)[0].startswith("generated") and len(calls) == 4
+    assert _own(other, samples)[0].startswith("answer to") and len(calls) == 4
 
 
 def test_a_shipped_file_with_an_adapter_attached_is_not_used(setup):
@@ -91,15 +85,14 @@ def test_an_unreadable_shipped_file_is_an_error_not_a_silent_regeneration(setup)
 
 
 def test_the_shipped_files_are_the_default_models_and_keyed_by_their_prompts():
-    from mosr.models import default_gguf_path, file_sha256
+    from mosr.models import default_gguf_path, gguf_fingerprint
 
-    fingerprint = "gguf-sha256:" + file_sha256(default_gguf_path())
+    fingerprint = gguf_fingerprint(default_gguf_path())
     files = sorted(tdata.SHIPPED_COMPLETIONS.glob("*/*.json.gz"))
     assert len(files) == 3
     for path in files:
         payload = json.loads(gzip.decompress(path.read_bytes()))
-        assert path.parent.name == hashlib.sha256(fingerprint.encode()).hexdigest()[:16] == hashlib.sha256(
-            payload["fingerprint"].encode()).hexdigest()[:16]
+        assert payload["fingerprint"] == fingerprint and path.parent.name == tdata.model_key(fingerprint)
         prompts_key = hashlib.sha256("\n".join(i["prompt"] for i in payload["items"]).encode()).hexdigest()[:16]
         assert path.name == f"{prompts_key}-n{payload['max_new_tokens']}.json.gz"
         assert all(isinstance(i["completion"], str) for i in payload["items"])
@@ -108,7 +101,7 @@ def test_the_shipped_files_are_the_default_models_and_keyed_by_their_prompts():
 @pytest.mark.real_model  # the default judge's MiniLM embedder sorts the answers
 def test_the_default_training_sets_hit_the_shipped_files(monkeypatch, tmp_path):
     """If the default data, caps or leak check change, this fails: regenerate them (scripts/ship_own_completions.py)."""
-    from mosr.models import default_gguf_path, file_sha256
+    from mosr.models import default_gguf_path, gguf_fingerprint
     from mosr.training.config import TrainConfig
 
     monkeypatch.setenv("MOSR_CACHE", str(tmp_path / "cache"))
@@ -118,7 +111,7 @@ def test_the_default_training_sets_hit_the_shipped_files(monkeypatch, tmp_path):
         raise AssertionError("generation must not run: the shipped completions should cover the default sets")
 
     monkeypatch.setattr(mosr.generation, "generate", refuse)
-    loaded = replace(tiny_model(num_layers=2), fingerprint="gguf-sha256:" + file_sha256(default_gguf_path()))
+    loaded = replace(tiny_model(num_layers=2), fingerprint=gguf_fingerprint(default_gguf_path()))
     for method, extra in (("mosr", {}), ("xboundary", {"max_pseudo": None})):
         data = tdata.build_training_data(loaded, TrainConfig(method=method, **extra))
         assert data.summary["own_completions"] == {"harmful": "shipped", "pseudo": "shipped"}, method

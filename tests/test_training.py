@@ -308,19 +308,12 @@ def test_the_val_leak_check_covers_the_validation_suite():
     assert sorted(VALIDATION_SPECS) == sorted(t.dataset for t in SUITES["validation"])
 
 
-def test_own_completions_are_cached_by_model_and_prompts(tmp_path, monkeypatch):
-    import mosr.generation
+def test_own_completions_are_cached_by_model_and_prompts(tmp_path, monkeypatch, fake_generate):
     from mosr.data import Sample
     from mosr.training.data import own_completions
 
     monkeypatch.setenv("MOSR_CACHE", str(tmp_path / "cache"))
-    calls = []
-
-    def fake_generate(loaded, prompts, **kw):
-        calls.append(list(prompts))
-        return [f"answer to {p}" for p in prompts]
-
-    monkeypatch.setattr(mosr.generation, "generate", fake_generate)
+    calls = fake_generate
     loaded = tiny_model(num_layers=2)
     samples = [Sample(f"s{i}", f"prompt {i}", "benign", "toy") for i in range(3)]
     first = own_completions(loaded, samples, max_new_tokens=5, batch_size=2, desc="t")

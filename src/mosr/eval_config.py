@@ -12,6 +12,9 @@ from mosr.errors import ConfigError
 from mosr.suites import Task, resolve_suites, tasks_for
 
 LONG_PROMPTS = ("refuse", "truncate")
+# keys added after runs were stored, with the value that behaves as before: such a key enters the
+# generation settings (and an experiment's stage hash) only when it differs from that value
+ADDED_KEYS: dict[str, Any] = {"pool_tasks": False}
 
 
 @dataclass
@@ -69,8 +72,7 @@ class EvalConfig(YamlLoadable):
                                              "long_prompts", "max_batch_tokens")}
         if self.steering:
             key["steering"] = self.steering
-        if self.pool_tasks:  # only when on, so that folders made before the key existed stay resumable
-            key["pool_tasks"] = True
+        key.update({k: getattr(self, k) for k, before in ADDED_KEYS.items() if getattr(self, k) != before})
         return key
 
 

@@ -17,6 +17,7 @@ Run folder layout (all written atomically or appended line by line):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -181,9 +182,11 @@ def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir, p
     owns = group.dealer()
     generated = [0]
 
-    def save(plan: TaskPlan, idx: list[int], texts: list[str]) -> None:
+    def save(rows: list[tuple[TaskPlan, int]], idx: list[int], texts: list[str]) -> None:
+        """Journal the completions of one batch: ``rows[j]`` is the (task, index in task) of batch row ``j``."""
         recs = []
-        for i, text in zip(idx, texts):
+        for j, text in zip(idx, texts):
+            plan, i = rows[j]
             if plan.keys[i] in existing:
                 continue
             s = plan.samples[i]
@@ -208,23 +211,12 @@ def generate_completions(loaded: LoadedModel, config: EvalConfig, run: RunDir, p
         done = [plan.keys[i] in existing for plan, i in rows]
         if not rows or all(done):
             continue
-
-        def save_rows(idx: list[int], texts: list[str], rows: list[tuple[TaskPlan, int]] = rows) -> None:
-            by_task: dict[int, tuple[TaskPlan, list[int], list[str]]] = {}  # each task's rows of this batch, in batch order
-            for j, text in zip(idx, texts):
-                plan, i = rows[j]
-                _, mine, outs = by_task.setdefault(id(plan), (plan, [], []))
-                mine.append(i)
-                outs.append(text)
-            for plan, mine, outs in by_task.values():
-                save(plan, mine, outs)
-
         first = rows[0][0].task
         generate(
             loaded, [plan.model_prompts[i] for plan, i in rows], response_prefixes=[plan.prefills[i] for plan, i in rows],
             max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, system=config.system,
-            desc=f"{len(plans)} sets" if config.pool_tasks else f"{first.dataset} [{first.attack}]", on_batch=save_rows,
-            done=done, max_batch_tokens=config.max_batch_tokens, owns=owns,
+            desc=f"{len(plans)} sets" if config.pool_tasks else f"{first.dataset} [{first.attack}]",
+            on_batch=functools.partial(save, rows), done=done, max_batch_tokens=config.max_batch_tokens, owns=owns,
         )
     by_process = group.gather(generated[0])  # also waits until every process has written its journal
     stored = existing if group.world == 1 else None  # else merged from the folder and the journals

@@ -92,6 +92,11 @@ def file_sha256(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def gguf_fingerprint(gguf: str | os.PathLike[str], sha256: str | None = None) -> str:
+    """The fingerprint of a GGUF checkpoint (``LoadedModel.fingerprint``), from its file's sha256."""
+    return f"gguf-sha256:{sha256 or file_sha256(gguf)}"
+
+
 def _converted_gguf_dir(gguf: Path, trust_remote_code: bool) -> tuple[Path, str]:
     """Return a HF folder with the GGUF's weights as safetensors, converting once if needed."""
     sha = file_sha256(gguf)
@@ -194,7 +199,7 @@ def load_model(
     info: dict[str, Any] = {}
     if gguf_name is not None:
         converted, sha = _converted_gguf_dir(Path(folder) / gguf_name, trust_remote_code)
-        source, fingerprint = str(converted), f"gguf-sha256:{sha}"
+        source, fingerprint = str(converted), gguf_fingerprint(Path(folder) / gguf_name, sha)
         info["gguf"] = str(Path(folder) / gguf_name)
         if spec == DEFAULT_SPEC:
             info["name"] = DEFAULT_NAME

@@ -3,7 +3,7 @@
 A stage is redone exactly when these change (:mod:`mosr.stages`). Keys that cannot change a result
 (how often checkpoints are saved, the eval seed under greedy decoding, folders) are left out, and a
 training key added after stages were bundled enters only when it differs from the value that
-reproduces the behaviour from before, so that bundled stages keep their hashes.
+reproduces the behaviour from before, so that bundled stages keep their hashes (likewise for eval keys).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from mosr import judges
 from mosr.analysis_run import AnalyzeConfig
 from mosr.errors import MosrError
+from mosr.eval_config import ADDED_KEYS as EVAL_ADDED
 from mosr.evaluation import EvalConfig
 from mosr.training import TrainConfig
 
@@ -24,20 +25,18 @@ TRAIN_IGNORED = ("checkpoint_every", "keep_checkpoints")  # how often to save do
 TRAIN_ADDED: dict[str, Any] = {"stop_after": None, "leak_check_val": False, "oalw_reference": "compliant"}
 
 
-def _as_before(key: str, value: Any) -> bool:
-    return key in TRAIN_ADDED and type(value) is type(TRAIN_ADDED[key]) and value == TRAIN_ADDED[key]
+def _as_before(added: dict[str, Any], key: str, value: Any) -> bool:
+    return key in added and type(value) is type(added[key]) and value == added[key]
 
 
 def train_inputs(tc: TrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in dataclasses.asdict(tc).items() if k not in TRAIN_IGNORED and not _as_before(k, v)}
+    return {k: v for k, v in dataclasses.asdict(tc).items() if k not in TRAIN_IGNORED and not _as_before(TRAIN_ADDED, k, v)}
 
 
 def eval_inputs(ec: EvalConfig) -> dict[str, Any]:
-    d = dataclasses.asdict(ec)
+    d = {k: v for k, v in dataclasses.asdict(ec).items() if not _as_before(EVAL_ADDED, k, v)}
     d.pop("adapter")
     d.pop("seed")  # greedy decoding: the seed does not change completions
-    if d.get("pool_tasks") is False:  # added later: off is the behaviour from before, and keeps the bundled stages' hashes
-        d.pop("pool_tasks")
     d["judge_resolved"] = resolved_judge(ec.judge)  # an alias such as "default" may point to another judge later
     return d
 
