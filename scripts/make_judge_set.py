@@ -77,32 +77,51 @@ def _completion_attack(sample: Sample) -> tuple[str, str]:
     return "", " ".join(words[:24])
 
 
+def _is_prompt_file(spec: str) -> bool:
+    return spec.endswith(".jsonl")
+
+
+def _split_of(spec: str) -> str:
+    """A dataset spec's split; ``file`` for a prompt file, which belongs to no evaluation set."""
+    return "file" if _is_prompt_file(spec) else (spec.partition(":")[2] or "train")
+
+
+def _load(spec: str) -> list[Sample]:
+    """A dataset spec, or a JSONL prompt file with ``id``, ``prompt`` and ``category`` fields."""
+    if _is_prompt_file(spec):
+        return load_dataset(spec, id_column="id", category_column="category")
+    return load_dataset(spec)
+
+
 def build_prompts(n_sources: int, *, exclude: set[str] | None = None, counts: list[int] | None = None,
                   ordinary: tuple[str, ...] | None = None, prefill: tuple[str, ...] | None = None,
-                  harmful: tuple[str, ...] | None = None) -> list[list[dict]]:
+                  harmful: tuple[str, ...] | None = None, benign_scary: tuple[str, ...] | None = None) -> list[list[dict]]:
     """Per source model, its list of prompt records; slices are disjoint across sources.
 
     ``exclude``: prompt ids never to draw (an earlier set's); ``counts``: per-source count of each pool;
-    ``ordinary`` / ``prefill`` / ``harmful``: other dataset specs for the ordinary-instruction pool, the
-    prefill-attack pool or the second plain harmful pool (train/val splits only).
+    ``ordinary`` / ``prefill`` / ``harmful`` / ``benign_scary``: other dataset specs for the
+    ordinary-instruction pool, the prefill-attack pool, the second plain harmful pool or the
+    benign-but-scary pool: train/val splits, or ``.jsonl`` prompt files that are in no evaluation set.
     """
     per_source: list[list[dict]] = [[] for _ in range(n_sources)]
     used: set[str] = set(exclude or ())
     pools = POOLS if counts is None else tuple((k, sp, a, c) for (k, sp, a, _), c in zip(POOLS, counts, strict=True))
-    for option, specs_for, index in (("--ordinary", ordinary, 5), ("--prefill", prefill, 2), ("--harmful", harmful, 1)):
+    overrides = (("--ordinary", ordinary, 5), ("--prefill", prefill, 2), ("--harmful", harmful, 1),
+                 ("--benign-scary", benign_scary, 4))
+    for option, specs_for, index in overrides:
         if not specs_for:
             continue
-        if any(spec.partition(":")[2] not in ("train", "val") for spec in specs_for):
-            raise SystemExit(f"{option} takes train or val splits only, got {', '.join(specs_for)}")
+        if any(not _is_prompt_file(spec) and spec.partition(":")[2] not in ("train", "val") for spec in specs_for):
+            raise SystemExit(f"{option} takes train or val splits or prompt files only, got {', '.join(specs_for)}")
         pools = tuple((k, specs_for if i == index else sp, a, c) for i, (k, sp, a, c) in enumerate(pools))
     for kind, specs, attack, count in pools:
-        tagged = [(spec.partition(":")[2] or "train", s) for spec in specs for s in load_dataset(spec)]
+        if count == 0:
+            continue
+        tagged = [(_split_of(spec), s) for spec in specs for s in _load(spec)]
         # a hash order mixes train and val in every slice, and is stable
         tagged = sorted(tagged, key=lambda t: hashlib.sha256(f"{attack}|{t[1].id}".encode()).hexdigest())
         samples = [t for t in tagged if t[1].id not in used]
         need = count * n_sources
-        if need == 0:
-            continue
         if len(samples) < need:
             raise SystemExit(f"pool {specs} has {len(samples)} unused prompts, {need} needed")
         for k in range(n_sources):
@@ -137,6 +156,8 @@ def main() -> None:
                                                      "instead of advbench:train")
     ap.add_argument("--harmful", default=None, help="comma list of train/val harmful dataset specs for the second plain harmful "
                                                      "pool instead of harmful-instructions")
+    ap.add_argument("--benign-scary", default=None, help="comma list of train/val benign dataset specs or .jsonl prompt "
+                                                          "files for the benign-but-scary pool instead of or-bench-hard")
     args = ap.parse_args()
     sources = [tuple(s.split("=", 1)) for s in args.source]
     exclude = {json.loads(line)["prompt_id"] for f in args.exclude for line in f.read_text().splitlines() if line.strip()}
@@ -146,7 +167,9 @@ def main() -> None:
     ordinary = tuple(args.ordinary.split(",")) if args.ordinary else None
     prefill = tuple(args.prefill.split(",")) if args.prefill else None
     harmful = tuple(args.harmful.split(",")) if args.harmful else None
-    prompts = build_prompts(len(sources), exclude=exclude, counts=counts, ordinary=ordinary, prefill=prefill, harmful=harmful)
+    benign_scary = tuple(args.benign_scary.split(",")) if args.benign_scary else None
+    prompts = build_prompts(len(sources), exclude=exclude, counts=counts, ordinary=ordinary, prefill=prefill,
+                            harmful=harmful, benign_scary=benign_scary)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = set()
     if args.out.is_file():
