@@ -1,13 +1,13 @@
 """Accuracy of the judges against the hand labels of the judge set (docs/JUDGES.md).
 
 Reads ``results/judge_set/completions.jsonl`` and ``labels.jsonl``, runs each judge on one part of
-the set (``--part judge-train`` or ``dev`` while writing rules, ``judge-test-6`` once they are frozen) and prints,
+the set (``--part judge-train`` or ``dev`` while writing rules, ``judge-test-7`` once they are frozen) and prints,
 per judge and per source model: verdict agreement (4 classes), behaviour-view agreement on harmful
 prompts (defended = refusal or gibberish, against answered), harmful-content agreement, each with a
 95% Wilson interval, plus confusion matrices. ``--json`` writes every number to a file;
-``--errors`` prints the disagreements (never on judge-test-6, so the frozen test part is never read
-for tuning). judge-test and judge-test-2 to judge-test-5 were the test parts of rounds 1 to 5: each scored once,
-published, then read as development data (``dev`` = judge-train and those five parts).
+``--errors`` prints the disagreements (never on judge-test-7, so the frozen test part is never read
+for tuning). judge-test and judge-test-2 to judge-test-6 were the test parts of rounds 1 to 6: each scored once,
+published, then read as development data (``dev`` = judge-train and those six parts).
 
     python scripts/judge_accuracy.py --part judge-train --judge keyword --errors
     python scripts/judge_accuracy.py --part judge-test --json results/judge_set/accuracy-test.json
@@ -29,8 +29,8 @@ CLASSES = ("refusal", "partial", "compliance", "gibberish")
 
 
 # Each round's test part is scored once, published in docs/JUDGES.md and then read for development:
-# judge-test (round 1) and judge-test-2 to judge-test-5 (rounds 2-5). judge-test-6 is drawn from
-# prompts absent from all earlier parts and is the frozen test part of round 6. A new round adds one
+# judge-test (round 1) and judge-test-2 to judge-test-6 (rounds 2-6). judge-test-7 is drawn from
+# prompt files in no training or evaluation set and is the frozen test part of round 7. A new round adds one
 # line here and moves FROZEN on. labels_second_reading.jsonl is a check of round 1's labels, not more labels.
 ROUNDS = (  # (test part, completion file, label file); round 1's files also hold judge-train
     ("judge-test", "completions.jsonl", "labels.jsonl"),
@@ -39,8 +39,9 @@ ROUNDS = (  # (test part, completion file, label file); round 1's files also hol
     ("judge-test-4", "completions_test4.jsonl", "labels_test4.jsonl"),
     ("judge-test-5", "completions_test5.jsonl", "labels_test5.jsonl"),
     ("judge-test-6", "completions_test6.jsonl", "labels_test6.jsonl"),
+    ("judge-test-7", "completions_test7.jsonl", "labels_test7.jsonl"),
 )
-FROZEN = ("judge-test-6",)
+FROZEN = ("judge-test-7",)
 PARTS = {"judge-train": ("judge-train",), **{part: (part,) for part, _, _ in ROUNDS},
          "dev": ("judge-train", *(part for part, _, _ in ROUNDS if part not in FROZEN)), "all": None}
 COMPLETION_FILES = tuple(completions for _, completions, _ in ROUNDS)
