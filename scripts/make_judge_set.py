@@ -35,6 +35,12 @@ Round 6 found the train/val pools nearly used up (2 advbench, 9 harmful-instruct
 67 OR-Bench prompts left), so it is smaller, has no prefill rows, and takes its plain harmful requests
 from HarmBench's validation split as well: ``--counts 0,10,0,8,13,16 --harmful
 harmbench:val,harmful-instructions:train,harmful-instructions:val``.
+
+Rounds 7 and 8 found them used up and take prompt files that are in no training or evaluation set
+(``.jsonl`` with ``id``, ``prompt`` and ``category``; ``split`` is recorded as ``file``):
+``--counts 0,14,8,0,14,14 --harmful results/judge_set/prompts_test7/do_not_answer.jsonl --prefill
+results/judge_set/prompts_test7/do_not_answer.jsonl --benign-scary
+results/judge_set/prompts_test7/benign_scary.jsonl``.
 """
 
 from __future__ import annotations
