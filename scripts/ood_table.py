@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mosr.metrics import wilson
 
-MODELS = ("undefended", "rr", "xboundary", "mosr-beta-warmup", "mosr-paper", "rr-full")
+MODELS = ("undefended", "rr", "xboundary", "mosr-beta-warmup", "mosr-paper", "rr-step40", "rr-full")
 OURS = "mosr-beta-warmup"
 
 
@@ -70,7 +70,7 @@ def main() -> None:
         print(f"| {m} | {len(ss)} | {sum(ss) / len(ss):.1f} [{min(ss):.1f}, {max(ss):.1f}] | "
               f"{sum(oo) / len(oo):.1f} [{min(oo):.1f}, {max(oo):.1f}] |")
     print()
-    for other in ("rr", "xboundary", "mosr-paper", "rr-full"):
+    for other in ("rr", "xboundary", "mosr-paper", "rr-step40", "rr-full"):
         for part, harmful in (("harmful", True), ("benign", False)):
             for seed in sorted(set(runs[OURS]) & set(runs[other])):
                 a_, b_ = runs[OURS][seed], runs[other][seed]
