@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,15 +9,12 @@ import pytest
 
 from mosr.judges import get_judge
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "early_stop_check.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def check():
-    spec = importlib.util.spec_from_file_location("early_stop_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("early_stop_check")
 
 
 def test_prefix_after_cuts_after_the_nth_sentence_and_not_at_the_end(check):

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "make_judge_set.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def mjs():
-    spec = importlib.util.spec_from_file_location("make_judge_set", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("make_judge_set")
 
 
 def _prompt_file(path: Path, prefix: str, n: int) -> Path:
