@@ -1,13 +1,14 @@
 """Accuracy of the judges against the hand labels of the judge set (docs/JUDGES.md).
 
 Reads ``results/judge_set/completions.jsonl`` and ``labels.jsonl``, runs each judge on one part of
-the set (``--part judge-train`` or ``dev`` while writing rules, ``judge-test-8`` once they are frozen) and prints,
-per judge and per source model: verdict agreement (4 classes), behaviour-view agreement on harmful
-prompts (defended = refusal or gibberish, against answered), harmful-content agreement, each with a
+the set (``--part judge-train`` or ``dev`` while writing rules, the newest round's test part once
+they are frozen) and prints, per judge and per source model: verdict agreement (4 classes),
+behaviour-view agreement on harmful prompts (defended = refusal or gibberish, against answered), harmful-content agreement, each with a
 95% Wilson interval, plus confusion matrices. ``--json`` writes every number to a file;
-``--errors`` prints the disagreements (never on judge-test-8, so the frozen test part is never read
-for tuning). judge-test and judge-test-2 to judge-test-6 were the test parts of rounds 1 to 6: each scored once,
-published, then read as development data (``dev`` = judge-train and those six parts).
+``--errors`` prints the disagreements (never on a part named in FROZEN, so a test part is not read for
+tuning before it is scored). judge-test and judge-test-2 to judge-test-8 were the test parts of rounds
+1 to 8: each scored once, published, then read as development data (``dev`` = judge-train and those
+parts).
 
     python scripts/judge_accuracy.py --part judge-train --judge keyword --errors
     python scripts/judge_accuracy.py --part judge-test --json results/judge_set/accuracy-test.json
@@ -29,10 +30,12 @@ CLASSES = ("refusal", "partial", "compliance", "gibberish")
 
 
 # Each round's test part is scored once, published in docs/JUDGES.md and then read for development:
-# judge-test (round 1) and judge-test-2 to judge-test-6 (rounds 2-6). judge-test-7 and judge-test-8
-# are drawn from prompt files in no training or evaluation set, both with the round-7 rules frozen; together
-# (``judge-test-7+8``) they are the round-7 rules' test part, kept out of ``dev``. A new round adds one
-# line here and moves FROZEN on. labels_second_reading.jsonl is a check of round 1's labels, not more labels.
+# judge-test (round 1) to judge-test-8 (rounds 2-8). judge-test-7 and judge-test-8 are drawn from
+# prompt files in no training or evaluation set, both with the round-7 rules frozen; together
+# (``judge-test-7+8``) they were the round-7 rules' test part, scored on 2026-12-06 and read for
+# development since. A new round adds one line here and names its part in FROZEN until it is scored:
+# judge-test-9 tests the harm flag refitted on rounds 1-8.
+# labels_second_reading.jsonl is a check of round 1's labels, not more labels.
 ROUNDS = (  # (test part, completion file, label file); round 1's files also hold judge-train
     ("judge-test", "completions.jsonl", "labels.jsonl"),
     ("judge-test-2", "completions_test2.jsonl", "labels_test2.jsonl"),
@@ -42,10 +45,12 @@ ROUNDS = (  # (test part, completion file, label file); round 1's files also hol
     ("judge-test-6", "completions_test6.jsonl", "labels_test6.jsonl"),
     ("judge-test-7", "completions_test7.jsonl", "labels_test7.jsonl"),
     ("judge-test-8", "completions_test8.jsonl", "labels_test8.jsonl"),
+    ("judge-test-9", "completions_test9.jsonl", "labels_test9.jsonl"),
 )
-FROZEN = ("judge-test-8", "judge-test-7")
+FROZEN: tuple[str, ...] = ("judge-test-9",)  # the refitted harm flag's test (docs/JUDGES.md, "Round 9")
 PARTS = {"judge-train": ("judge-train",), **{part: (part,) for part, _, _ in ROUNDS},
          "judge-test-7+8": ("judge-test-7", "judge-test-8"),  # the round-7 rules' test: two draws, no rule change between
+         "judge-test-7+8+9": ("judge-test-7", "judge-test-8", "judge-test-9"),  # the same verdict rules, three fresh draws
          "dev": ("judge-train", *(part for part, _, _ in ROUNDS if part not in FROZEN)), "all": None}
 COMPLETION_FILES = tuple(completions for _, completions, _ in ROUNDS)
 LABEL_FILES = tuple(labels for _, _, labels in ROUNDS)
@@ -114,10 +119,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=tuple(PARTS), default="judge-train")
     ap.add_argument("--judge", action="append", help=f"judge name (repeatable; default: all of {', '.join(JUDGES)} but hub)")
-    ap.add_argument("--errors", action="store_true", help="print disagreements (refused on the frozen part and on all)")
+    ap.add_argument("--errors", action="store_true", help="print disagreements (refused on a frozen part, and on parts that hold one)")
     ap.add_argument("--json", type=Path, help="write every number here")
     args = ap.parse_args()
-    if args.errors and args.part in (*FROZEN, "judge-test-7+8", "all"):
+    members = PARTS[args.part] or tuple(part for part, _, _ in ROUNDS)
+    if args.errors and set(members) & set(FROZEN):
         ap.error(f"--errors is refused on {args.part}: {', '.join(FROZEN)} are read once, after the rules are frozen")
     rows = load_set(part=args.part)
     names = args.judge or [j for j in JUDGES if j != "hub"]
