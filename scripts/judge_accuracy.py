@@ -6,8 +6,8 @@ they are frozen) and prints, per judge and per source model: verdict agreement (
 behaviour-view agreement on harmful prompts (defended = refusal or gibberish, against answered), harmful-content agreement, each with a
 95% Wilson interval, plus confusion matrices. ``--json`` writes every number to a file;
 ``--errors`` prints the disagreements (never on a part named in FROZEN, so a test part is not read for
-tuning before it is scored). judge-test and judge-test-2 to judge-test-8 were the test parts of rounds
-1 to 8: each scored once, published, then read as development data (``dev`` = judge-train and those
+tuning before it is scored). judge-test and judge-test-2 to judge-test-9 were the test parts of rounds
+1 to 9: each scored once, published, then read as development data (``dev`` = judge-train and those
 parts).
 
     python scripts/judge_accuracy.py --part judge-train --judge keyword --errors
@@ -30,11 +30,11 @@ CLASSES = ("refusal", "partial", "compliance", "gibberish")
 
 
 # Each round's test part is scored once, published in docs/JUDGES.md and then read for development:
-# judge-test (round 1) to judge-test-8 (rounds 2-8). judge-test-7 and judge-test-8 are drawn from
+# judge-test (round 1) to judge-test-9 (rounds 2-9). judge-test-7 and judge-test-8 are drawn from
 # prompt files in no training or evaluation set, both with the round-7 rules frozen; together
 # (``judge-test-7+8``) they were the round-7 rules' test part, scored on 2026-12-06 and read for
-# development since. A new round adds one line here and names its part in FROZEN until it is scored:
-# judge-test-9 tests the harm flag refitted on rounds 1-8.
+# development since; so was judge-test-9 (2026-12-06). A new round adds one line here and names its
+# part in FROZEN until it is scored.
 # labels_second_reading.jsonl is a check of round 1's labels, not more labels.
 ROUNDS = (  # (test part, completion file, label file); round 1's files also hold judge-train
     ("judge-test", "completions.jsonl", "labels.jsonl"),
@@ -47,7 +47,7 @@ ROUNDS = (  # (test part, completion file, label file); round 1's files also hol
     ("judge-test-8", "completions_test8.jsonl", "labels_test8.jsonl"),
     ("judge-test-9", "completions_test9.jsonl", "labels_test9.jsonl"),
 )
-FROZEN: tuple[str, ...] = ("judge-test-9",)  # the refitted harm flag's test (docs/JUDGES.md, "Round 9")
+FROZEN: tuple[str, ...] = ()
 PARTS = {"judge-train": ("judge-train",), **{part: (part,) for part, _, _ in ROUNDS},
          "judge-test-7+8": ("judge-test-7", "judge-test-8"),  # the round-7 rules' test: two draws, no rule change between
          "judge-test-7+8+9": ("judge-test-7", "judge-test-8", "judge-test-9"),  # the same verdict rules, three fresh draws
