@@ -46,11 +46,13 @@ ROUNDS = (  # (test part, completion file, label file); round 1's files also hol
     ("judge-test-7", "completions_test7.jsonl", "labels_test7.jsonl"),
     ("judge-test-8", "completions_test8.jsonl", "labels_test8.jsonl"),
     ("judge-test-9", "completions_test9.jsonl", "labels_test9.jsonl"),
+    ("judge-test-10", "completions_test10.jsonl", "labels_test10.jsonl"),
 )
-FROZEN: tuple[str, ...] = ()
+FROZEN: tuple[str, ...] = ("judge-test-10",)  # the coherence check's test (docs/JUDGES.md, "Round 10")
 PARTS = {"judge-train": ("judge-train",), **{part: (part,) for part, _, _ in ROUNDS},
          "judge-test-7+8": ("judge-test-7", "judge-test-8"),  # the round-7 rules' test: two draws, no rule change between
          "judge-test-7+8+9": ("judge-test-7", "judge-test-8", "judge-test-9"),  # the same verdict rules, three fresh draws
+         "judge-test-7+8+9+10": ("judge-test-7", "judge-test-8", "judge-test-9", "judge-test-10"),  # the same harm flag
          "dev": ("judge-train", *(part for part, _, _ in ROUNDS if part not in FROZEN)), "all": None}
 COMPLETION_FILES = tuple(completions for _, completions, _ in ROUNDS)
 LABEL_FILES = tuple(labels for _, _, labels in ROUNDS)

@@ -8,8 +8,9 @@ Registered judges (see ``docs/JUDGES.md`` for their measured accuracy):
 * ``keyword`` -- gibberish first, then clause-initial refusal phrases with exceptions.
 * ``learned`` -- gibberish first, then a logistic regression on MiniLM sentence embeddings plus
   keyword flags, trained on human-labelled completions (``scripts/train_judge.py``).
-* ``harm`` -- the keyword judge's verdict plus the harm view: a logistic regression on MiniLM
-  features that flags meaningful harmful content (``scripts/train_harm_judge.py``).
+* ``harm`` -- the keyword judge's verdict, read again by the learned coherence check where it says
+  compliance (``scripts/train_coherence_check.py``), plus the harm view: a logistic regression on
+  MiniLM features that flags meaningful harmful content (``scripts/train_harm_judge.py``).
 * ``hub`` -- a classifier from the Hugging Face hub (HarmBench, WildGuard, Llama Guard formats).
 * ``default`` -- ``harm``: the judge with the best measured verdict accuracy on the default model's
   own outputs (judge-test), and the only one with a harm view.
