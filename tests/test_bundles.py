@@ -268,13 +268,59 @@ def test_a_new_judge_rejudges_the_bundled_completions(tiny_run, tmp_path, monkey
 
 
 def test_a_stage_that_needs_bundled_weights_is_named_not_retrained(tiny_run, tmp_path, no_model_work):
-    """A new judge changes the verdicts the analysis splits prompts by: analysing again needs the adapter."""
+    """A train config change needs its adapter for everything downstream: named before anything runs."""
     bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
-    data = {**tiny_run["data"], "bundles": str(bundles), "eval": {**TINY["eval"], "judge": "gibberish"}}
-    with pytest.raises(RunError, match=r"analyze/rr/seed0 must run here and needs the adapter weights of stage train/rr/seed0.*"
+    shutil.rmtree(bundles / "eval/rr/seed0")  # the eval of the bundled adapter must now generate here
+    with pytest.raises(RunError, match=r"eval/rr/seed0 must run here and needs the adapter weights of stage train/rr/seed0.*"
                                        r"bundles hold no weights"):
-        run_experiment(ExperimentConfig.from_dict(data), tmp_path / "fresh")
+        run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "bundles": str(bundles)}), tmp_path / "fresh")
     assert not (tmp_path / "fresh/stages").exists()  # checked before anything was restored or run
+
+
+def test_a_new_rules_version_that_moves_no_verdict_keeps_the_bundled_analyses(tiny_run, tmp_path, monkeypatch):
+    """The judges' rules change (their fingerprint), the verdicts the analyses split prompts by do not: the
+    evals are re-judged and the analyses kept, exported again under their new hashes, with no model."""
+    import mosr.experiment as experiment
+    import mosr.stage_inputs as stage_inputs
+
+    for name in ("train", "run_eval", "run_analyze"):  # judging stays real
+        monkeypatch.setattr(experiment, name, lambda *a, **k: pytest.fail("a stage ran"))
+    monkeypatch.setattr(stage_inputs.judges, "rules_fingerprint", lambda: "0123456789ab")
+    stage_inputs.resolved_judge.cache_clear()
+    try:
+        bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
+        run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "bundles": str(bundles)}), tmp_path / "fresh")
+    finally:
+        stage_inputs.resolved_judge.cache_clear()
+    statuses = _statuses(tmp_path / "fresh")
+    assert statuses["stages/eval/rr/seed0"] == "rejudged" and statuses["stages/analyze/rr/seed0"] == "bundle"
+    assert statuses["stages/analyze/undefended/seed0"] == "bundle"
+    for name in ("analyze/rr/seed0", "analyze/undefended/seed0"):
+        info = verify_bundle(bundles / name)
+        assert info["stage"]["hash"] == (tmp_path / "fresh/stages" / name / "DONE").read_text().strip()
+        assert info["stage"]["inputs"]["eval"] == (tmp_path / "fresh/stages" / name.replace("analyze", "eval") / "DONE").read_text().strip()
+    assert _rows(tmp_path / "fresh") == _rows(tiny_run["out"])
+
+
+def test_a_new_judge_that_moves_the_split_verdicts_names_the_analysis_to_redo(tiny_run, tmp_path, monkeypatch):
+    """New rules that change the verdicts an analysis read: analysing again needs the adapter, and the error says so."""
+    import mosr.experiment as experiment
+    import mosr.stage_inputs as stage_inputs
+    from mosr.judges import Judgment, KeywordJudge
+
+    for name in ("train", "run_eval", "run_analyze"):
+        monkeypatch.setattr(experiment, name, lambda *a, **k: pytest.fail("a stage ran"))
+    monkeypatch.setattr(KeywordJudge, "judge", lambda self, prompts, completions: [Judgment("compliance", "keyword", "new rules")
+                                                                                   for _ in completions])
+    monkeypatch.setattr(stage_inputs.judges, "rules_fingerprint", lambda: "0123456789ab")
+    stage_inputs.resolved_judge.cache_clear()
+    try:
+        bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
+        with pytest.raises(RunError, match=r"analyze/\w+/seed0 split 5 pseudo-malicious prompts .* changed with the new judge.*"
+                                           r"needs its adapter"):
+            run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "bundles": str(bundles)}), tmp_path / "fresh")
+    finally:
+        stage_inputs.resolved_judge.cache_clear()
 
 
 # ---------------------------------------------------------------------------------------- compare

@@ -4,7 +4,9 @@ With a bundles folder (``--bundles DIR`` or the config key ``bundles``) every fi
 analyze stage is exported to ``DIR/<kind>/<variant>/seed<k>`` (:mod:`mosr.bundles`), and a stage whose
 bundle there carries the stage's current hash counts as finished: the bundle is verified and unpacked
 into the stage folder instead of running the stage. An eval stage whose bundle differs only by the
-judge is re-judged from the bundle's completions, without the model.
+judge is re-judged from the bundle's completions, without the model. An analyze stage whose bundle differs
+only by the eval stage it read is kept when the verdicts it split the pseudo-malicious prompts by are
+the same in the new eval (a judge change that moves none of them); otherwise it must run again.
 
 Bundles hold no weights. A stage that must run here and reads a train stage's adapter (eval,
 analyze) therefore needs that train stage finished in this folder, not restored from a bundle; the
@@ -101,6 +103,7 @@ class Pieces:
     bundles: Path | None
     restored: set[str] = field(default_factory=set)
     rejudged: set[str] = field(default_factory=set)
+    relinked: set[str] = field(default_factory=set)  # analyze stages kept because the verdicts they read did not change
     missing: list[str] = field(default_factory=list)  # neither finished nor bundled, left to another run
 
     def export(self, stage: Stage, folder: Path) -> None:
@@ -117,7 +120,7 @@ class Pieces:
         """``run_stages`` reports with ``bundle``, ``rejudged`` and ``missing`` filled in."""
         out = []
         for r in reports:
-            status = "bundle" if r.name in self.restored else "rejudged" if r.name in self.rejudged else r.status
+            status = "bundle" if r.name in self.restored or r.name in self.relinked else "rejudged" if r.name in self.rejudged else r.status
             out.append(dataclasses.replace(r, status=status))  # type: ignore[arg-type]
         return out + [StageReport(name, kinds[name], "missing", 0.0) for name in self.missing]
 
@@ -142,7 +145,8 @@ def _from_bundle(folder: Path) -> str | None:
 def prepare(stages: Sequence[Stage], root: Path, bundles: Path | None, required: set[str],
             rejudge: Callable[[str, Path], Any]) -> Pieces:
     """Decide for every stage, check that each stage to run has its inputs here, then restore the bundles."""
-    source: dict[str, str] = {}  # name -> here | bundle | rejudge | run | missing
+    source: dict[str, str] = {}  # name -> here | bundle-here | bundle | rejudge | relink | run | missing
+    kinds = {s.name: s.kind for s in stages}
     for stage in stages:
         folder, path = root / stage.name, bundle_path(bundles, stage.name) if bundles else None
         bundled = _bundle_stage(path)  # bundle.json read once per stage
@@ -152,9 +156,10 @@ def prepare(stages: Sequence[Stage], root: Path, bundles: Path | None, required:
             source[stage.name] = "bundle"
         elif stage.name in required and bundled.get("hash") and reusable_inputs(stage, bundled.get("inputs")):
             source[stage.name] = "rejudge"
+        elif stage.name in required and _only_eval_changed(stage, bundled.get("inputs"), source, kinds):
+            source[stage.name] = "relink"
         else:
             source[stage.name] = "run" if stage.name in required else "missing"
-    kinds = {s.name: s.kind for s in stages}
     for stage in stages:
         if source[stage.name] != "run":
             continue
@@ -180,12 +185,54 @@ def prepare(stages: Sequence[Stage], root: Path, bundles: Path | None, required:
             judge = str(stage.inputs["eval"]["judge"])
             stage = dataclasses.replace(stage, action=lambda out, judge=judge: rejudge(judge, out))
             pieces.rejudged.add(stage.name)
+        elif how == "relink":
+            _restore(stage, root / stage.name, bundle_path(bundles, stage.name), done=False, as_stage=True)  # type: ignore[arg-type]
+            evals = [n for n in stage.needs if kinds[n] == "eval"]
+            trains = [n for n in stage.needs if kinds[n] == "train" and source[n] in ("here", "run")]  # an adapter trained here
+            fallback = stage.action if trains else None
+            stage = dataclasses.replace(stage, action=lambda out, ev=root / evals[0], st=stage, run=fallback: _check_pseudo_verdicts(st, out, ev, run))
+            pieces.relinked.add(stage.name)
         pieces.stages.append(stage)
     return pieces
 
 
-def _restore(stage: Stage, folder: Path, bundle: Path, *, done: bool) -> None:
-    """Unpack ``bundle`` into the stage folder; ``done``: as the finished stage, else as the bundle's older stage to reuse."""
+def _only_eval_changed(stage: Stage, old: Any, source: dict[str, str], kinds: dict[str, str]) -> bool:
+    """An analyze stage whose bundled inputs differ from its own only by the eval stage it read, that eval
+    stage being finished, restored or re-judged here (so its verdicts can be compared without a model)."""
+    if stage.kind != "analyze" or not isinstance(old, dict) or not old.get("eval") or not stage.inputs.get("eval"):
+        return False
+    evals = [n for n in stage.needs if kinds.get(n) == "eval" and source.get(n) in ("bundle", "bundle-here", "rejudge", "here")]
+    same = {k: v for k, v in json.loads(json.dumps(old, default=str)).items() if k != "eval"}
+    return bool(evals) and same == {k: v for k, v in json.loads(json.dumps(stage.inputs, default=str)).items() if k != "eval"}
+
+
+def _check_pseudo_verdicts(stage: Stage, folder: Path, eval_folder: Path, run: Callable[[Path], Any] | None) -> Any:
+    """Keep a restored analysis when every pseudo-malicious prompt it split has the same verdict in the new eval
+    run; otherwise run the analysis again (``run``, when its adapter was trained here) or stop and say why."""
+    import csv
+
+    from mosr.analysis_run import read_verdicts
+
+    with open(folder / "boundary_scores.csv", encoding="utf-8", newline="") as fh:
+        used = {(r["dataset"], r["sample_id"]): r["verdict"] for r in csv.DictReader(fh) if r["group"] == "pseudo"}
+    now, _ = read_verdicts(eval_folder)
+    changed = sorted(k for k, v in used.items() if now.get(k) != v)
+    if changed and run is not None:
+        log.info("stage %s: %d of the pseudo-malicious verdicts it read changed; analysing again", stage.name, len(changed))
+        return run(folder)
+    if changed:
+        raise RunError(
+            f"stage {short_name(stage.name)} split {len(used)} pseudo-malicious prompts by the verdicts of {short_name(str(eval_folder))}, "
+            f"and {len(changed)} of those verdicts changed with the new judge (e.g. {changed[0][0]}/{changed[0][1]}: "
+            f"{used[changed[0]]} -> {now.get(changed[0])}), so the analysis must run again, and that needs its adapter: "
+            "run the experiment on the machine that trained it (same --out), or delete the train stage's bundle and folder to retrain it here")
+    log.info("stage %s: the %d pseudo-malicious verdicts it read are unchanged; kept", stage.name, len(used))
+    return None
+
+
+def _restore(stage: Stage, folder: Path, bundle: Path, *, done: bool, as_stage: bool = False) -> None:
+    """Unpack ``bundle`` into the stage folder; ``done``: as the finished stage, else as the bundle's older stage to reuse
+    (``as_stage``: recorded under the stage's new inputs, so that running the stage keeps the folder)."""
     staging = folder.with_name(folder.name + ".restoring")
     if staging.exists():
         shutil.rmtree(staging)  # left by an interrupted restore
@@ -199,8 +246,8 @@ def _restore(stage: Stage, folder: Path, bundle: Path, *, done: bool) -> None:
     staging.rename(folder)
     old = info.get("stage") or {}
     atomic_write_text(folder / STAGE_FILE, dumps({
-        "name": stage.name, "kind": stage.kind, "hash": stage.key if done else old.get("hash"),
-        "inputs": stage.inputs if done else old.get("inputs"), "bundle": str(bundle), "restored": now_iso(),
+        "name": stage.name, "kind": stage.kind, "hash": stage.key if done or as_stage else old.get("hash"),
+        "inputs": stage.inputs if done or as_stage else old.get("inputs"), "bundle": str(bundle), "restored": now_iso(),
         "seconds": old.get("seconds", 0.0)}) + "\n")
     if done:
         atomic_write_text(folder / DONE_FILE, stage.key + "\n")
