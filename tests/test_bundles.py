@@ -316,11 +316,38 @@ def test_a_new_judge_that_moves_the_split_verdicts_names_the_analysis_to_redo(ti
     stage_inputs.resolved_judge.cache_clear()
     try:
         bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
-        with pytest.raises(RunError, match=r"analyze/\w+/seed0 split 5 pseudo-malicious prompts .* changed with the new judge.*"
+        # rr only: the undefended model's analysis needs no adapter, and would simply run again
+        with pytest.raises(RunError, match=r"analyze/rr/seed0 split 5 pseudo-malicious prompts .* changed with the new judge.*"
                                            r"needs its adapter"):
-            run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "bundles": str(bundles)}), tmp_path / "fresh")
+            run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "methods": ["rr"], "bundles": str(bundles)}), tmp_path / "fresh")
     finally:
         stage_inputs.resolved_judge.cache_clear()
+
+
+def test_a_moved_verdict_is_analysed_again_where_the_adapter_is(tiny_run, tmp_path, monkeypatch):
+    """The fix the error names: without the train bundle the adapter is retrained here, the evals are
+    re-judged from their bundles (no generation) and the analyses whose verdicts moved run again."""
+    import mosr.experiment as experiment
+    import mosr.generation as generation
+    import mosr.stage_inputs as stage_inputs
+    from mosr.judges import Judgment, KeywordJudge
+
+    monkeypatch.setattr(experiment, "run_eval", lambda *a, **k: pytest.fail("an eval generated"))
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: pytest.fail("generated"))
+    monkeypatch.setattr(KeywordJudge, "judge", lambda self, prompts, completions: [Judgment("compliance", "keyword", "new rules")
+                                                                                   for _ in completions])
+    monkeypatch.setattr(stage_inputs.judges, "rules_fingerprint", lambda: "0123456789ab")
+    stage_inputs.resolved_judge.cache_clear()
+    try:
+        bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
+        shutil.rmtree(bundles / "train/rr/seed0")
+        run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "bundles": str(bundles)}), tmp_path / "fresh")
+    finally:
+        stage_inputs.resolved_judge.cache_clear()
+    statuses = _statuses(tmp_path / "fresh")
+    assert statuses["stages/train/rr/seed0"] == "ran" and statuses["stages/eval/rr/seed0"] == "rejudged"
+    assert statuses["stages/analyze/rr/seed0"] == "ran" and statuses["stages/analyze/undefended/seed0"] == "ran"
+    assert verify_bundle(bundles / "analyze/rr/seed0")["stage"]["hash"] == (tmp_path / "fresh/stages/analyze/rr/seed0/DONE").read_text().strip()
 
 
 # ---------------------------------------------------------------------------------------- compare

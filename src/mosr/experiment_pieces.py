@@ -188,8 +188,9 @@ def prepare(stages: Sequence[Stage], root: Path, bundles: Path | None, required:
         elif how == "relink":
             _restore(stage, root / stage.name, bundle_path(bundles, stage.name), done=False, as_stage=True)  # type: ignore[arg-type]
             evals = [n for n in stage.needs if kinds[n] == "eval"]
-            trains = [n for n in stage.needs if kinds[n] == "train" and source[n] in ("here", "run")]  # an adapter trained here
-            fallback = stage.action if trains else None
+            # analysing again needs the adapter (if any) trained in this folder, not a bundle's
+            elsewhere = [n for n in stage.needs if kinds[n] == "train" and source[n] not in ("here", "run")]
+            fallback = None if elsewhere else _analyse_again(stage, pieces)
             stage = dataclasses.replace(stage, action=lambda out, ev=root / evals[0], st=stage, run=fallback: _check_pseudo_verdicts(st, out, ev, run))
             pieces.relinked.add(stage.name)
         pieces.stages.append(stage)
@@ -204,6 +205,14 @@ def _only_eval_changed(stage: Stage, old: Any, source: dict[str, str], kinds: di
     evals = [n for n in stage.needs if kinds.get(n) == "eval" and source.get(n) in ("bundle", "bundle-here", "rejudge", "here")]
     same = {k: v for k, v in json.loads(json.dumps(old, default=str)).items() if k != "eval"}
     return bool(evals) and same == {k: v for k, v in json.loads(json.dumps(stage.inputs, default=str)).items() if k != "eval"}
+
+
+def _analyse_again(stage: Stage, pieces: Pieces) -> Callable[[Path], Any]:
+    """The stage's own action, reported as run (not as restored) when the relink falls back to it."""
+    def run(out: Path) -> Any:
+        pieces.relinked.discard(stage.name)
+        return stage.action(out)
+    return run
 
 
 def _check_pseudo_verdicts(stage: Stage, folder: Path, eval_folder: Path, run: Callable[[Path], Any] | None) -> Any:
