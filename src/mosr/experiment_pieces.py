@@ -260,4 +260,5 @@ def _restore(stage: Stage, folder: Path, bundle: Path, *, done: bool, as_stage: 
         "seconds": old.get("seconds", 0.0)}) + "\n")
     if done:
         atomic_write_text(folder / DONE_FILE, stage.key + "\n")
-    log.info("stage %s: %s from %s", stage.name, "restored" if done else "completions restored for re-judging", bundle)
+    what = "restored" if done else "restored, to check against the new verdicts" if as_stage else "completions restored for re-judging"
+    log.info("stage %s: %s from %s", stage.name, what, bundle)
