@@ -12,6 +12,7 @@ import gzip
 import json
 import shutil
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -277,21 +278,35 @@ def test_a_stage_that_needs_bundled_weights_is_named_not_retrained(tiny_run, tmp
     assert not (tmp_path / "fresh/stages").exists()  # checked before anything was restored or run
 
 
-def test_a_new_rules_version_that_moves_no_verdict_keeps_the_bundled_analyses(tiny_run, tmp_path, monkeypatch):
+@pytest.fixture()
+def new_rules_version(monkeypatch) -> Iterator[None]:
+    """The judges' rules version (their fingerprint) changes, so every eval stage's hash changes."""
+    import mosr.stage_inputs as stage_inputs
+
+    monkeypatch.setattr(stage_inputs.judges, "rules_fingerprint", lambda: "0123456789ab")
+    stage_inputs.resolved_judge.cache_clear()
+    yield
+    stage_inputs.resolved_judge.cache_clear()
+
+
+@pytest.fixture()
+def rules_that_move_every_verdict(monkeypatch, new_rules_version) -> None:
+    """A new rules version whose keyword judge calls every completion compliance."""
+    from mosr.judges import Judgment, KeywordJudge
+
+    monkeypatch.setattr(KeywordJudge, "judge", lambda self, prompts, completions: [Judgment("compliance", "keyword", "new rules")
+                                                                                   for _ in completions])
+
+
+def test_a_new_rules_version_that_moves_no_verdict_keeps_the_bundled_analyses(tiny_run, tmp_path, monkeypatch, new_rules_version):
     """The judges' rules change (their fingerprint), the verdicts the analyses split prompts by do not: the
     evals are re-judged and the analyses kept, exported again under their new hashes, with no model."""
     import mosr.experiment as experiment
-    import mosr.stage_inputs as stage_inputs
 
     for name in ("train", "run_eval", "run_analyze"):  # judging stays real
         monkeypatch.setattr(experiment, name, lambda *a, **k: pytest.fail("a stage ran"))
-    monkeypatch.setattr(stage_inputs.judges, "rules_fingerprint", lambda: "0123456789ab")
-    stage_inputs.resolved_judge.cache_clear()
-    try:
-        bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
-        run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "bundles": str(bundles)}), tmp_path / "fresh")
-    finally:
-        stage_inputs.resolved_judge.cache_clear()
+    bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
+    run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "bundles": str(bundles)}), tmp_path / "fresh")
     statuses = _statuses(tmp_path / "fresh")
     assert statuses["stages/eval/rr/seed0"] == "rejudged" and statuses["stages/analyze/rr/seed0"] == "bundle"
     assert statuses["stages/analyze/undefended/seed0"] == "bundle"
@@ -302,48 +317,31 @@ def test_a_new_rules_version_that_moves_no_verdict_keeps_the_bundled_analyses(ti
     assert _rows(tmp_path / "fresh") == _rows(tiny_run["out"])
 
 
-def test_a_new_judge_that_moves_the_split_verdicts_names_the_analysis_to_redo(tiny_run, tmp_path, monkeypatch):
+def test_a_new_judge_that_moves_the_split_verdicts_names_the_analysis_to_redo(tiny_run, tmp_path, monkeypatch,
+                                                                              rules_that_move_every_verdict):
     """New rules that change the verdicts an analysis read: analysing again needs the adapter, and the error says so."""
     import mosr.experiment as experiment
-    import mosr.stage_inputs as stage_inputs
-    from mosr.judges import Judgment, KeywordJudge
 
     for name in ("train", "run_eval", "run_analyze"):
         monkeypatch.setattr(experiment, name, lambda *a, **k: pytest.fail("a stage ran"))
-    monkeypatch.setattr(KeywordJudge, "judge", lambda self, prompts, completions: [Judgment("compliance", "keyword", "new rules")
-                                                                                   for _ in completions])
-    monkeypatch.setattr(stage_inputs.judges, "rules_fingerprint", lambda: "0123456789ab")
-    stage_inputs.resolved_judge.cache_clear()
-    try:
-        bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
-        # rr only: the undefended model's analysis needs no adapter, and would simply run again
-        with pytest.raises(RunError, match=r"analyze/rr/seed0 split 5 pseudo-malicious prompts .* changed with the new judge.*"
-                                           r"needs its adapter"):
-            run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "methods": ["rr"], "bundles": str(bundles)}), tmp_path / "fresh")
-    finally:
-        stage_inputs.resolved_judge.cache_clear()
+    bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
+    # rr only: the undefended model's analysis needs no adapter, and would simply run again
+    with pytest.raises(RunError, match=r"analyze/rr/seed0 split 5 pseudo-malicious prompts .* changed with the new judge.*"
+                                       r"needs its adapter"):
+        run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "methods": ["rr"], "bundles": str(bundles)}), tmp_path / "fresh")
 
 
-def test_a_moved_verdict_is_analysed_again_where_the_adapter_is(tiny_run, tmp_path, monkeypatch):
+def test_a_moved_verdict_is_analysed_again_where_the_adapter_is(tiny_run, tmp_path, monkeypatch, rules_that_move_every_verdict):
     """The fix the error names: without the train bundle the adapter is retrained here, the evals are
     re-judged from their bundles (no generation) and the analyses whose verdicts moved run again."""
     import mosr.experiment as experiment
     import mosr.generation as generation
-    import mosr.stage_inputs as stage_inputs
-    from mosr.judges import Judgment, KeywordJudge
 
     monkeypatch.setattr(experiment, "run_eval", lambda *a, **k: pytest.fail("an eval generated"))
     monkeypatch.setattr(generation, "generate", lambda *a, **k: pytest.fail("generated"))
-    monkeypatch.setattr(KeywordJudge, "judge", lambda self, prompts, completions: [Judgment("compliance", "keyword", "new rules")
-                                                                                   for _ in completions])
-    monkeypatch.setattr(stage_inputs.judges, "rules_fingerprint", lambda: "0123456789ab")
-    stage_inputs.resolved_judge.cache_clear()
-    try:
-        bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
-        shutil.rmtree(bundles / "train/rr/seed0")
-        run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "bundles": str(bundles)}), tmp_path / "fresh")
-    finally:
-        stage_inputs.resolved_judge.cache_clear()
+    bundles = _copy_bundles(tiny_run, tmp_path / "bundles")
+    shutil.rmtree(bundles / "train/rr/seed0")
+    run_experiment(ExperimentConfig.from_dict({**tiny_run["data"], "bundles": str(bundles)}), tmp_path / "fresh")
     statuses = _statuses(tmp_path / "fresh")
     assert statuses["stages/train/rr/seed0"] == "ran" and statuses["stages/eval/rr/seed0"] == "rejudged"
     assert statuses["stages/analyze/rr/seed0"] == "ran" and statuses["stages/analyze/undefended/seed0"] == "ran"
