@@ -8,11 +8,16 @@ committed bundles are left as they are. The rule of docs/TRAINING.md (``scripts/
 then applied to the old and the new numbers, with the undefended model's capability C0 of
 ``results/frontier-2026-12-05/selection.json``, and each point is printed old -> new.
 
-    python scripts/rejudge_frontiers.py > results/frontier-2026-12-06/rejudge-round10.txt
+    python scripts/rejudge_frontiers.py --json results/frontier-2026-12-06/selection-round10.json \
+        > results/frontier-2026-12-06/rejudge-round10.txt
+
+``--json`` writes the new choices in the format of ``scripts/select_point.py --json`` (keyed by the
+same frontier paths), the record the quickstart's chosen points are tested against.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -37,6 +42,10 @@ def rejudged(bundle: Path, dst: Path) -> dict:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", type=Path, help="write the re-judged choices here (select_point.py's format)")
+    args = ap.parse_args()
+    out = {}
     c0 = json.loads(Path(FRONTIERS[0], "selection.json").read_text(encoding="utf-8"))["C0"]
     print(f"C0 (the undefended model, as before) = {100 * c0:.1f}%")
     for f in sorted(p for root in FRONTIERS for p in Path(root).glob("*/frontier.json")):
@@ -45,11 +54,16 @@ def main() -> int:
         new = [row(r["step"], rejudged(f.parent / f"val-step-{r['step']:03d}", OUT / f.parent.name / f"val-step-{r['step']:03d}"))
                for r in old]
         (new_best, why), (old_best, _) = choose(new, c0), choose(old, c0)
+        out[str(f)] = {"config": data["config"], "overrides": data.get("overrides", []), "chosen_step": new_best["step"],
+                       "why": why, "chosen": new_best["text"]}
         print(f"\n{f}: chosen step {old_best['step']} -> {new_best['step']} ({why[:7]})")
         for n, o in zip(new, old):
             t, u = n["text"], o["text"]
             print(f"  step {n['step']:>3}: S {u['safety'][:5]} -> {t['safety'][:5]}  O {u['over_refusal'][:5]} -> {t['over_refusal'][:5]}"
                   f"  C {u['capability_compliance'][:5]} -> {t['capability_compliance'][:5]}")
+    if args.json:
+        args.json.write_text(json.dumps({"C0": c0, "judge": "default (re-judged)", "frontiers": out}, indent=1) + "\n",
+                             encoding="utf-8")
     return 0
 
 

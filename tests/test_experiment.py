@@ -355,14 +355,15 @@ def test_quickstart_config_is_shipped_and_valid():
 
 def test_quickstart_trains_the_point_the_selection_rule_chose_for_each_method():
     """Each quickstart adapter is the single-run config of its method, ended at the step the selection
-    rule chose on :val (results/frontier-2026-12-05/selection.json; for MOSR the :val ablation's choice,
+    rule chose on the :val frontiers, re-judged with today's default judge
+    (results/frontier-2026-12-06/selection-round10.json, scripts/rejudge_frontiers.py; for MOSR the :val ablation's choice,
     results/ablations-val/chosen.json); only checkpointing differs."""
     from mosr.experiment import Variant, train_config
     from mosr.training.config import TrainConfig
 
     root = Path(__file__).resolve().parents[1]
     cfg = ExperimentConfig.load(root / "configs" / "quickstart.yaml")  # identical to the built-in one (test above)
-    selection = json.loads((root / "results" / "frontier-2026-12-05" / "selection.json").read_text())["frontiers"]
+    selection = json.loads((root / "results" / "frontier-2026-12-06" / "selection-round10.json").read_text())["frontiers"]
     ignore = ("checkpoint_every", "keep_checkpoints")
     mosr = json.loads((root / "results" / "ablations-val" / "chosen.json").read_text())  # the best MOSR variant (clause 3)
     trained = [m for m in cfg.methods if m != "undefended"]

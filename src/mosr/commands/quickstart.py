@@ -35,9 +35,9 @@ train:                        # configs/train-{rr,xboundary,mosr}.yaml, kept ide
   lora_r: 16
   lora_alpha: 16
   checkpoint_every: 0
-method_train:                 # stop_after: the step the selection rule chose on :val (results/frontier-2026-12-05/selection.json);
+method_train:                 # stop_after: the step the selection rule chose on :val (results/frontier-2026-12-06/selection-round10.json);
                               # MOSR: the mosr keys plus the variant's beta warm-up (results/ablations-val/chosen.json)
-  rr: {lr: 5.0e-4, lora_b_init_std: 0.01, stop_after: 30}
+  rr: {lr: 5.0e-4, lora_b_init_std: 0.01, stop_after: 20}
   xboundary: {lr: 5.0e-4, lora_b_init_std: 0.01, xb_schedule_span: 1.6666666666666667, xb_separation_weight: 1.0,
               max_pseudo: null, stop_after: 10}
   mosr: {lr: 1.0e-3, oalw_similarity: knn, oalw_k: 8, oalw_tau: 0.05, oalw_sign: less, refusal_beta: 1.0,
