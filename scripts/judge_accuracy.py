@@ -33,7 +33,7 @@ CLASSES = ("refusal", "partial", "compliance", "gibberish")
 # judge-test (round 1) to judge-test-9 (rounds 2-9). judge-test-7 and judge-test-8 are drawn from
 # prompt files in no training or evaluation set, both with the round-7 rules frozen; together
 # (``judge-test-7+8``) they were the round-7 rules' test part, scored on 2026-12-06 and read for
-# development since; so was judge-test-9 (2026-12-06). A new round adds one line here and names its
+# development since; so were judge-test-9 and judge-test-10 (2026-12-06). A new round adds one line here and names its
 # part in FROZEN until it is scored.
 # labels_second_reading.jsonl is a check of round 1's labels, not more labels.
 ROUNDS = (  # (test part, completion file, label file); round 1's files also hold judge-train
@@ -47,8 +47,9 @@ ROUNDS = (  # (test part, completion file, label file); round 1's files also hol
     ("judge-test-8", "completions_test8.jsonl", "labels_test8.jsonl"),
     ("judge-test-9", "completions_test9.jsonl", "labels_test9.jsonl"),
     ("judge-test-10", "completions_test10.jsonl", "labels_test10.jsonl"),
+    ("judge-test-11", "completions_test11.jsonl", "labels_test11.jsonl"),
 )
-FROZEN: tuple[str, ...] = ()
+FROZEN: tuple[str, ...] = ("judge-test-11",)
 PARTS = {"judge-train": ("judge-train",), **{part: (part,) for part, _, _ in ROUNDS},
          "judge-test-7+8": ("judge-test-7", "judge-test-8"),  # the round-7 rules' test: two draws, no rule change between
          "judge-test-7+8+9": ("judge-test-7", "judge-test-8", "judge-test-9"),  # the same verdict rules, three fresh draws
