@@ -23,6 +23,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from mosr.judges import JUDGES, get_judge
+from mosr.judges.harm import HarmJudge
 from mosr.metrics import wilson
 
 SET_DIR = Path(__file__).resolve().parent.parent / "results" / "judge_set"
@@ -124,15 +125,22 @@ def main() -> None:
     ap.add_argument("--judge", action="append", help=f"judge name (repeatable; default: all of {', '.join(JUDGES)} but hub)")
     ap.add_argument("--errors", action="store_true", help="print disagreements (refused on a frozen part, and on parts that hold one)")
     ap.add_argument("--json", type=Path, help="write every number here")
+    ap.add_argument("--harm-weights", type=Path, nargs=2, metavar=("SAFETENSORS", "JSON"),
+                    help="also score a harm judge (`harm-alt`) with these flag weights and metadata, e.g. an older fit "
+                         "(git show REV:src/mosr/judge_weights/learned_harm_lr.safetensors > FILE)")
     args = ap.parse_args()
     members = PARTS[args.part] or tuple(part for part, _, _ in ROUNDS)
     if args.errors and set(members) & set(FROZEN):
         ap.error(f"--errors is refused on {args.part}: {', '.join(FROZEN)} are read once, after the rules are frozen")
     rows = load_set(part=args.part)
     names = args.judge or [j for j in JUDGES if j != "hub"]
+    if args.harm_weights:
+        names = [*names, "harm-alt"]
     report = {"part": args.part, "n": len(rows), "judges": {}}
+    if args.harm_weights:
+        report["harm_alt_weights"] = [str(p) for p in args.harm_weights]
     for name in names:
-        judge = get_judge(name)
+        judge = HarmJudge(weights=args.harm_weights[0], meta_path=args.harm_weights[1]) if name == "harm-alt" else get_judge(name)
         t0 = time.perf_counter()
         js = judge.judge([r["request"] for r in rows], [r["completion"] for r in rows])
         secs = time.perf_counter() - t0
