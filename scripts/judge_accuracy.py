@@ -50,7 +50,7 @@ ROUNDS = (  # (test part, completion file, label file); round 1's files also hol
     ("judge-test-10", "completions_test10.jsonl", "labels_test10.jsonl"),
     ("judge-test-11", "completions_test11.jsonl", "labels_test11.jsonl"),
 )
-FROZEN: tuple[str, ...] = ("judge-test-11",)
+FROZEN: tuple[str, ...] = ()
 PARTS = {"judge-train": ("judge-train",), **{part: (part,) for part, _, _ in ROUNDS},
          "judge-test-7+8": ("judge-test-7", "judge-test-8"),  # the round-7 rules' test: two draws, no rule change between
          "judge-test-7+8+9": ("judge-test-7", "judge-test-8", "judge-test-9"),  # the same verdict rules, three fresh draws
