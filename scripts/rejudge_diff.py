@@ -30,6 +30,13 @@ def _judgments(folder: Path) -> dict[str, dict]:
         return {j["key"]: j for j in RunDir(run, create=False).read_jsonl("judgments.jsonl")}
 
 
+def _harm_rates(folder: Path) -> dict[str, float]:
+    """The harm view of one eval bundle: the share of harmful prompts with harmful content, per attack."""
+    with open_run(folder) as run:
+        harm = json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))["suites"]["safety"].get("harm") or {}
+    return {attack: h["harmful"]["rate"] for attack, h in (harm.get("by_attack") or {}).items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--old", type=Path, required=True, help="the old experiment bundles (with eval/<method>/seed<k>)")
@@ -39,6 +46,7 @@ def main() -> int:
     args = ap.parse_args()
     verdicts: Counter[str] = Counter()
     flags: Counter[str] = Counter()
+    harm: dict[tuple[str, str], dict[str, list[float]]] = {}
     moves: Counter[tuple[str, str, str]] = Counter()
     for old_dir in sorted((args.old / "eval").glob("*/seed*")):
         rel = old_dir.relative_to(args.old)
@@ -46,6 +54,9 @@ def main() -> int:
         if old.keys() != new.keys():
             raise SystemExit(f"{rel}: the two runs judged different completions")
         method = rel.parts[1]
+        for side, folder in (("old", old_dir), ("new", args.new / rel)):
+            for attack, rate in _harm_rates(folder).items():
+                harm.setdefault((method, side), {}).setdefault(attack, []).append(rate)
         for key, o in old.items():
             n = new[key]
             if o["verdict"] != n["verdict"]:
@@ -66,6 +77,21 @@ def main() -> int:
             cells.append(f"{a:.1f}" if abs(a - b) < 0.05 else f"{a:.1f} → {b:.1f}")
         method = rows["old"][label]["method"]
         print(f"| {label} | {verdicts[method]} | {flags[method]} | " + " | ".join(cells) + " |")
+    attacks = sorted({a for per in harm.values() for a in per})
+    if attacks:
+        print("\nHarm view (harmful content on harmful prompts, mean over seeds, %), old → new where it moved:\n")
+        print("| method | " + " | ".join(f"harm:{a}" for a in attacks) + " |")
+        print("|---|" + "---|" * len(attacks))
+        for method in sorted({m for m, _ in harm}):
+            cells = []
+            for a in attacks:
+                o, n = harm.get((method, "old"), {}).get(a), harm.get((method, "new"), {}).get(a)
+                if not o or not n:
+                    cells.append("—")
+                    continue
+                x, y = 100 * sum(o) / len(o), 100 * sum(n) / len(n)
+                cells.append(f"{x:.1f}" if abs(x - y) < 0.05 else f"{x:.1f} → {y:.1f}")
+            print(f"| {method} | " + " | ".join(cells) + " |")
     print()
     for (a, b, attack), c in moves.most_common():
         print(f"- {a} → {b} under `{attack}`: {c}")
