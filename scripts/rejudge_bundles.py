@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Judge eval bundles again with the current default judge, in place, from their stored completions.
+"""Judge eval bundles again with the current default judge (or ``--judge``), in place, from their stored completions.
 
 Every folder below the given roots that holds an eval bundle (``bundle.json`` with kind ``eval``) is
 unpacked into ``--work/<its path>``, judged (``mosr judge``, nothing generated) and bundled again in
@@ -19,13 +19,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 from mosr.bundles import open_run
+from mosr.cli import main as mosr
 from mosr.judges import rules_fingerprint
 from mosr.runs import RunDir
+
+
+def _mosr(*argv: str) -> None:
+    """One mosr command in this process; a failure stops the pass before the bundle is replaced."""
+    if mosr(list(argv)) != 0:
+        raise SystemExit(f"mosr {' '.join(argv)} failed")
 
 
 def _eval_bundles(roots: list[Path]) -> list[Path]:
@@ -45,11 +51,12 @@ def _state(folder: Path) -> tuple[dict[str, tuple], str | None]:
     return judged, metrics.get("judge_rules")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("roots", nargs="+", type=Path)
     ap.add_argument("--work", type=Path, default=Path("runs/rejudge-bundles"), help="where the bundles are unpacked")
-    args = ap.parse_args()
+    ap.add_argument("--judge", default="default", help="the judge to use (default: the default judge)")
+    args = ap.parse_args(argv)
     rules = rules_fingerprint()
     bundles = _eval_bundles(args.roots)
     if not bundles:
@@ -57,7 +64,8 @@ def main() -> int:
         return 1
     for bundle in bundles:
         listed = {f["stored"] for f in json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))["files"]} | {"bundle.json"}
-        aside = args.work / "_kept_beside" / bundle  # a bundle opens only with the files it lists
+        rel = Path(*bundle.parts[1:]) if bundle.is_absolute() else bundle  # under --work, even for an absolute path
+        aside = args.work / "_kept_beside" / rel  # a bundle opens only with the files it lists
         extras = [f for f in bundle.iterdir() if f.name not in listed]
         aside.mkdir(parents=True, exist_ok=True)
         for extra in extras:
@@ -67,13 +75,13 @@ def main() -> int:
             if old_rules == rules:
                 print(f"{bundle}: already judged with rules {rules}, skipped")
                 continue
-            work = args.work / bundle
+            work = args.work / rel
             shutil.rmtree(work, ignore_errors=True)
-            subprocess.run(["mosr", "bundle", str(bundle), "--unpack", "--out", str(work)], check=True, capture_output=True)
-            subprocess.run(["mosr", "judge", str(work)], check=True, capture_output=True)
+            _mosr("bundle", str(bundle), "--unpack", "--out", str(work))
+            _mosr("judge", str(work), "--judge", args.judge)
             fresh = bundle.with_name(bundle.name + ".rejudged")
             shutil.rmtree(fresh, ignore_errors=True)
-            subprocess.run(["mosr", "bundle", str(work), "--out", str(fresh)], check=True, capture_output=True)
+            _mosr("bundle", str(work), "--out", str(fresh))
             shutil.rmtree(bundle)
             fresh.rename(bundle)
             new, _ = _state(bundle)
