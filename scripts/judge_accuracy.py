@@ -17,6 +17,7 @@ parts).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from collections import Counter, defaultdict
@@ -58,6 +59,11 @@ PARTS = {"judge-train": ("judge-train",), **{part: (part,) for part, _, _ in ROU
          "dev": ("judge-train", *(part for part, _, _ in ROUNDS if part not in FROZEN)), "all": None}
 COMPLETION_FILES = tuple(completions for _, completions, _ in ROUNDS)
 LABEL_FILES = tuple(labels for _, _, labels in ROUNDS)
+
+
+def label_hashes(set_dir: Path = SET_DIR) -> dict[str, str]:
+    """sha256 of each label file present: the record of which labels a fit read."""
+    return {name: hashlib.sha256((set_dir / name).read_bytes()).hexdigest() for name in LABEL_FILES if (set_dir / name).is_file()}
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -134,10 +140,9 @@ def main() -> None:
         ap.error(f"--errors is refused on {args.part}: {', '.join(FROZEN)} are read once, after the rules are frozen")
     rows = load_set(part=args.part)
     names = args.judge or [j for j in JUDGES if j != "hub"]
-    if args.harm_weights:
-        names = [*names, "harm-alt"]
     report = {"part": args.part, "n": len(rows), "judges": {}}
     if args.harm_weights:
+        names = [*names, "harm-alt"]
         report["harm_alt_weights"] = [str(p) for p in args.harm_weights]
     for name in names:
         judge = HarmJudge(weights=args.harm_weights[0], meta_path=args.harm_weights[1]) if name == "harm-alt" else get_judge(name)

@@ -22,10 +22,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from mosr.bundles import open_run
 from mosr.cli import main as mosr
 from mosr.judges import rules_fingerprint
-from mosr.runs import RunDir
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rejudge_diff import read_judged  # noqa: E402
 
 
 def _mosr(*argv: str) -> None:
@@ -44,11 +45,9 @@ def _eval_bundles(roots: list[Path]) -> list[Path]:
 
 
 def _state(folder: Path) -> tuple[dict[str, tuple], str | None]:
-    with open_run(folder) as run:
-        rd = RunDir(run, create=False)
-        judged = {j["key"]: (j["verdict"], j.get("harmful")) for j in rd.read_jsonl("judgments.jsonl")}
-        metrics = json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))
-    return judged, metrics.get("judge_rules")
+    """Each judgment's (verdict, harm flag) by key, and the rules version that judged the bundle."""
+    judgments, metrics = read_judged(folder)
+    return {k: (j["verdict"], j.get("harmful")) for k, j in judgments.items()}, metrics.get("judge_rules")
 
 
 def main(argv: list[str] | None = None) -> int:

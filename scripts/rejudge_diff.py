@@ -25,15 +25,17 @@ from mosr.bundles import open_run
 from mosr.runs import RunDir
 
 
-def _judgments(folder: Path) -> dict[str, dict]:
+def read_judged(folder: Path) -> tuple[dict[str, dict], dict]:
+    """An eval bundle's (or run folder's) judgments by key and its metrics, from one unpacking."""
     with open_run(folder) as run:
-        return {j["key"]: j for j in RunDir(run, create=False).read_jsonl("judgments.jsonl")}
+        judgments = {j["key"]: j for j in RunDir(run, create=False).read_jsonl("judgments.jsonl")}
+        metrics = json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))
+    return judgments, metrics
 
 
-def _harm_rates(folder: Path) -> dict[str, float]:
-    """The harm view of one eval bundle: the share of harmful prompts with harmful content, per attack."""
-    with open_run(folder) as run:
-        harm = json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))["suites"]["safety"].get("harm") or {}
+def _harm_rates(metrics: dict) -> dict[str, float]:
+    """The harm view of one eval run: the share of harmful prompts with harmful content, per attack."""
+    harm = metrics["suites"]["safety"].get("harm") or {}
     return {attack: h["harmful"]["rate"] for attack, h in (harm.get("by_attack") or {}).items()}
 
 
@@ -50,12 +52,12 @@ def main() -> int:
     moves: Counter[tuple[str, str, str]] = Counter()
     for old_dir in sorted((args.old / "eval").glob("*/seed*")):
         rel = old_dir.relative_to(args.old)
-        old, new = _judgments(old_dir), _judgments(args.new / rel)
+        (old, old_metrics), (new, new_metrics) = read_judged(old_dir), read_judged(args.new / rel)
         if old.keys() != new.keys():
             raise SystemExit(f"{rel}: the two runs judged different completions")
         method = rel.parts[1]
-        for side, folder in (("old", old_dir), ("new", args.new / rel)):
-            for attack, rate in _harm_rates(folder).items():
+        for side, metrics in (("old", old_metrics), ("new", new_metrics)):
+            for attack, rate in _harm_rates(metrics).items():
                 harm.setdefault((method, side), {}).setdefault(attack, []).append(rate)
         for key, o in old.items():
             n = new[key]

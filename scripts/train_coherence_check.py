@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import platform
 import sys
@@ -31,7 +30,7 @@ import sklearn
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from judge_accuracy import LABEL_FILES, SET_DIR, load_set  # noqa: E402
+from judge_accuracy import label_hashes, load_set  # noqa: E402
 
 from mosr.judges import EMBEDDING_NAME, KeywordJudge, LogisticHead, get_embedder  # noqa: E402
 from mosr.judges.coherence import COHERENCE_CHEAP_FEATURES, COHERENCE_META, COHERENCE_WEIGHTS, coherence_features  # noqa: E402
@@ -94,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "features": {"cheap": list(COHERENCE_CHEAP_FEATURES)},
         "threshold": chosen["threshold"], "C": chosen["C"],
         "data": {"rows": len(rows), "gibberish": int(y.sum()), "parts": sorted(set(parts)),
-                 "labels_sha256": {name: hashlib.sha256((SET_DIR / name).read_bytes()).hexdigest()
-                                   for name in LABEL_FILES if (SET_DIR / name).is_file()}},
+                 "labels_sha256": label_hashes()},
         "cross_validation": grid,
         "versions": {"python": platform.python_version(), "sklearn": sklearn.__version__, "numpy": np.__version__},
     }

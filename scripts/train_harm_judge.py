@@ -42,7 +42,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from judge_accuracy import LABEL_FILES, SET_DIR, load_set  # noqa: E402 - the labelled set, frozen parts left out
+from judge_accuracy import label_hashes, load_set  # noqa: E402 - the labelled set, frozen parts left out
 
 from mosr.data import DATA_DIR  # noqa: E402
 from mosr.judges import EMBEDDING_NAME, LogisticHead, get_embedder  # noqa: E402
@@ -173,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "threshold": threshold, "C": best_c, "own_row_weight": ow_weight, "seed": SEED,
         "data": {
             "harmbench": {"file": str(HB_FILE.relative_to(DATA_DIR)), "sha256": hashlib.sha256(HB_FILE.read_bytes()).hexdigest()},
-            "judge_set_labels_sha256": {name: hashlib.sha256((SET_DIR / name).read_bytes()).hexdigest()
-                                        for name in LABEL_FILES if (SET_DIR / name).is_file()},
+            "judge_set_labels_sha256": label_hashes(),
             "own_parts": sorted({g[4:] for g in groups if g.startswith("own:")}),
             "rows": len(y), "harmful": int(y.sum()),
         },
