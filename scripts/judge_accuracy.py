@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from mosr.judges import JUDGES, get_judge
+from mosr.judges.coherence import CoherenceCheck
 from mosr.judges.harm import HarmJudge
 from mosr.metrics import wilson
 
@@ -134,6 +135,9 @@ def main() -> None:
     ap.add_argument("--harm-weights", type=Path, nargs=2, metavar=("SAFETENSORS", "JSON"),
                     help="also score a harm judge (`harm-alt`) with these flag weights and metadata, e.g. an older fit "
                          "(git show REV:src/mosr/judge_weights/learned_harm_lr.safetensors > FILE)")
+    ap.add_argument("--coherence-weights", type=Path, nargs=2, metavar=("SAFETENSORS", "JSON"),
+                    help="also score the default judge with this coherence check (`coherence-alt`), e.g. a fit of "
+                         "scripts/train_coherence_check.py --hold-out PART --out-dir DIR")
     args = ap.parse_args()
     members = PARTS[args.part] or tuple(part for part, _, _ in ROUNDS)
     if args.errors and set(members) & set(FROZEN):
@@ -144,8 +148,16 @@ def main() -> None:
     if args.harm_weights:
         names = [*names, "harm-alt"]
         report["harm_alt_weights"] = [str(p) for p in args.harm_weights]
+    if args.coherence_weights:
+        names = [*names, "coherence-alt"]
+        report["coherence_alt_weights"] = [str(p) for p in args.coherence_weights]
     for name in names:
-        judge = HarmJudge(weights=args.harm_weights[0], meta_path=args.harm_weights[1]) if name == "harm-alt" else get_judge(name)
+        if name == "harm-alt":
+            judge = HarmJudge(weights=args.harm_weights[0], meta_path=args.harm_weights[1])
+        elif name == "coherence-alt":
+            judge = HarmJudge(coherence=CoherenceCheck(weights=args.coherence_weights[0], meta_path=args.coherence_weights[1]))
+        else:
+            judge = get_judge(name)
         t0 = time.perf_counter()
         js = judge.judge([r["request"] for r in rows], [r["completion"] for r in rows])
         secs = time.perf_counter() - t0

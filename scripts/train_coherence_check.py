@@ -14,6 +14,7 @@ training rows with that setting.
 
     python scripts/train_coherence_check.py            # write weights + metadata, print the grid
     python scripts/train_coherence_check.py --no-write # the grid only
+    python scripts/train_coherence_check.py --hold-out judge-test-11 --out-dir /tmp/coh  # fit without a part, to score on it
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ def fit(x: np.ndarray, y: np.ndarray, c: float) -> LogisticHead:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--hold-out", metavar="PART", action="append", default=[],
+                    help="leave this labelled part out of the fit and the grid (repeatable), to score the fit on it afterwards")
+    ap.add_argument("--out-dir", type=Path, help="write the weights and metadata here instead of over the shipped ones")
     args = ap.parse_args(argv)
-    rows = load_set(part="dev")
+    rows = [r for r in load_set(part="dev") if r["judge_split"] not in args.hold_out]
     verdicts = [j.verdict for j in KeywordJudge().judge([r["request"] for r in rows], [r["completion"] for r in rows])]
     rows = [r for r, v in zip(rows, verdicts) if v == "compliance"]
     embedder = get_embedder()
@@ -83,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nchosen: C={chosen['C']}, threshold={chosen['threshold']} (out of fold: {chosen['fixes']} fixes, {chosen['breaks']} breaks)")
     if args.no_write:
         return 0
+    weights_path, meta_path = (COHERENCE_WEIGHTS, COHERENCE_META) if args.out_dir is None else (
+        args.out_dir / COHERENCE_WEIGHTS.name, args.out_dir / COHERENCE_META.name)
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
     head = fit(x, y, chosen["C"])
-    head.save(COHERENCE_WEIGHTS)
+    head.save(weights_path)
     meta = {
         "about": "coherence check: P(gibberish) of a completion the keyword rules call compliance (scripts/train_coherence_check.py)",
         "date": dt.date.today().isoformat(),
@@ -97,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         "cross_validation": grid,
         "versions": {"python": platform.python_version(), "sklearn": sklearn.__version__, "numpy": np.__version__},
     }
-    COHERENCE_META.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {COHERENCE_WEIGHTS} and {COHERENCE_META}", file=sys.stderr)
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {weights_path} and {meta_path}", file=sys.stderr)
     return 0
 
 
