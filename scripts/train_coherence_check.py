@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave this labelled part out of the fit and the grid (repeatable), to score the fit on it afterwards")
     ap.add_argument("--out-dir", type=Path, help="write the weights and metadata here instead of over the shipped ones")
     args = ap.parse_args(argv)
-    rows = [r for r in load_set(part="dev") if r["judge_split"] not in args.hold_out]
+    rows = load_set(part="dev")
+    unknown = sorted(set(args.hold_out) - {r["judge_split"] for r in rows})
+    if unknown:
+        ap.error(f"--hold-out {', '.join(unknown)}: no such labelled part in dev ({', '.join(sorted({r['judge_split'] for r in rows}))})")
+    rows = [r for r in rows if r["judge_split"] not in args.hold_out]
     verdicts = [j.verdict for j in KeywordJudge().judge([r["request"] for r in rows], [r["completion"] for r in rows])]
     rows = [r for r, v in zip(rows, verdicts) if v == "compliance"]
     embedder = get_embedder()
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                       "completion_tokens": COMPLETION_TOKENS, "request_tokens": REQUEST_TOKENS},
         "features": {"cheap": list(COHERENCE_CHEAP_FEATURES)},
         "threshold": chosen["threshold"], "C": chosen["C"],
-        "data": {"rows": len(rows), "gibberish": int(y.sum()), "parts": sorted(set(parts)),
+        "data": {"rows": len(rows), "gibberish": int(y.sum()), "parts": sorted(set(parts)), "held_out": sorted(args.hold_out),
                  "labels_sha256": label_hashes()},
         "cross_validation": grid,
         "versions": {"python": platform.python_version(), "sklearn": sklearn.__version__, "numpy": np.__version__},

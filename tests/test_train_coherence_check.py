@@ -7,6 +7,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from mosr.judges.coherence import COHERENCE_META, COHERENCE_WEIGHTS, CoherenceCheck
 
@@ -47,7 +48,17 @@ def test_a_held_out_part_is_left_out_of_the_fit_and_the_weights_go_to_the_out_di
 
     meta = json.loads((tmp_path / "fit" / COHERENCE_META.name).read_text(encoding="utf-8"))
     assert meta["data"]["parts"] == ["judge-test-2", "judge-train"]
+    assert meta["data"]["held_out"] == ["judge-test-3"]
     assert meta["data"]["rows"] == 60
     assert (COHERENCE_WEIGHTS.read_bytes(), COHERENCE_META.read_bytes()) == shipped
     check = CoherenceCheck(weights=tmp_path / "fit" / COHERENCE_WEIGHTS.name, meta_path=tmp_path / "fit" / COHERENCE_META.name)
     assert check.threshold == meta["threshold"]
+
+
+def test_holding_out_a_part_that_is_not_there_is_an_error(monkeypatch, tmp_path, capsys):
+    mod = load_script("train_coherence_check")
+    monkeypatch.setattr(mod, "load_set", lambda part=None: _rows())
+    with pytest.raises(SystemExit):
+        mod.main(["--hold-out", "judge-test-33", "--out-dir", str(tmp_path)])
+    assert "no such labelled part" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
