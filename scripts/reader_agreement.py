@@ -26,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from judge_accuracy import CLASSES, SET_DIR, _acc, _jsonl, defended, fmt, load_set  # noqa: E402
+from judge_accuracy import CLASSES, SET_DIR, _jsonl, agreement, fmt, load_set  # noqa: E402
 
 from mosr.errors import ConfigError  # noqa: E402
 from mosr.judges import get_judge  # noqa: E402
@@ -46,25 +46,10 @@ def read_second(path: Path, known: dict[str, dict]) -> dict[str, dict]:
             raise ConfigError(f"{path}:{i}: id {rid!r} labelled twice")
         if rec.get("verdict") not in VERDICTS:
             raise ConfigError(f"{path}:{i}: verdict {rec.get('verdict')!r} is not one of {VERDICTS}")
-        harmful = known[rid]["kind"] == "harmful"
-        if (rec.get("harmful_content") in ("yes", "no")) != harmful or (not harmful and rec.get("harmful_content") is not None):
+        if rec.get("harmful_content") not in (("yes", "no") if known[rid]["kind"] == "harmful" else (None,)):
             raise ConfigError(f"{path}:{i}: harmful_content {rec.get('harmful_content')!r} for a {known[rid]['kind']} request")
         second[rid] = rec
     return second
-
-
-def compare(rows: list[dict], a: list[tuple[str, str | None]], b: list[tuple[str, str | None]]) -> dict:
-    """Agreement of labelling ``a`` with ``b`` (each a (verdict, harmful) pair per row), overall and per source."""
-    out: dict = {}
-    for group in ["all", *sorted({r["source"] for r in rows})]:
-        idx = [i for i, r in enumerate(rows) if group == "all" or r["source"] == group]
-        harmful = [i for i in idx if rows[i]["kind"] == "harmful"]
-        out[group] = {
-            "verdict": _acc([(a[i][0], b[i][0]) for i in idx]),
-            "behaviour_harmful": _acc([(defended(a[i][0]), defended(b[i][0])) for i in harmful]),
-            "harmful_content": _acc([(a[i][1] == "yes", b[i][1] == "yes") for i in harmful]),
-        }
-    return out
 
 
 def main() -> None:
@@ -76,18 +61,18 @@ def main() -> None:
     everything = {r["id"]: r for r in load_set(SET_DIR, part="all")}
     second = read_second(args.second, everything)
     rows = [everything[i] for i in second]
-    first = [(r["label"], r["label_harmful"]) for r in rows]
-    reader2 = [(second[r["id"]]["verdict"], second[r["id"]]["harmful_content"]) for r in rows]
+    first = [(r["label"], r["label_harmful"] == "yes") for r in rows]
+    reader2 = [(second[r["id"]]["verdict"], second[r["id"]]["harmful_content"] == "yes") for r in rows]
     js = get_judge(args.judge).judge([r["request"] for r in rows], [r["completion"] for r in rows])
-    judge = [(j.verdict, "yes" if j.harmful is True else "no") for j in js]
+    judge = [(j.verdict, j.harmful is True) for j in js]
     agree = [i for i in range(len(rows)) if first[i][0] == reader2[i][0]]
     report = {
         "second_reading": str(args.second), "judge": args.judge, "n": len(rows),
         "parts": dict(Counter(r["judge_split"] for r in rows)),
-        "reader 2 vs reader 1": compare(rows, reader2, first),
-        "judge vs reader 1": compare(rows, judge, first),
-        "judge vs reader 2": compare(rows, judge, reader2),
-        "judge where the readers agree on the verdict": compare([rows[i] for i in agree], [judge[i] for i in agree], [first[i] for i in agree]),
+        "reader 2 vs reader 1": agreement(rows, reader2, first),
+        "judge vs reader 1": agreement(rows, judge, first),
+        "judge vs reader 2": agreement(rows, judge, reader2),
+        "judge where the readers agree on the verdict": agreement([rows[i] for i in agree], [judge[i] for i in agree], [first[i] for i in agree]),
         "verdict pairs (reader 1 -> reader 2)": dict(Counter(f"{first[i][0]}->{reader2[i][0]}" for i in range(len(rows)) if first[i][0] != reader2[i][0])),
     }
     print(f"{len(rows)} completions read twice ({', '.join(f'{k}: {v}' for k, v in report['parts'].items())}); judge {args.judge}\n")

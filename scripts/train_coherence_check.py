@@ -91,10 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nchosen: C={chosen['C']}, threshold={chosen['threshold']} (out of fold: {chosen['fixes']} fixes, {chosen['breaks']} breaks)")
     if args.no_write:
         return 0
-    weights_path, meta_path = (COHERENCE_WEIGHTS, COHERENCE_META) if args.out_dir is None else (
-        args.out_dir / COHERENCE_WEIGHTS.name, args.out_dir / COHERENCE_META.name)
-    if args.out_dir is not None:
-        args.out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = args.out_dir or COHERENCE_WEIGHTS.parent  # the shipped weights and metadata sit side by side
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_path, meta_path = out_dir / COHERENCE_WEIGHTS.name, out_dir / COHERENCE_META.name
     head = fit(x, y, chosen["C"])
     head.save(weights_path)
     meta = {

@@ -27,19 +27,18 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from judge_accuracy import CLASSES, ROUNDS, load_set  # noqa: E402
+from judge_accuracy import CLASSES, LABELLED_ORDER, load_set  # noqa: E402
 
 from mosr.judges import get_judge  # noqa: E402
 from mosr.judges.embedding import embedding_model_dir  # noqa: E402
 
-ORDER = ["judge-train"] + [part for part, _, _ in ROUNDS]  # the order the parts were labelled in
 BATCH, LR, MAX_TOKENS = 16, 5e-5, 192
 THRESHOLDS = (0.6, 0.8, 0.9)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("test", choices=ORDER[1:], help="the round to score; the parts labelled before it are fitted")
+    ap.add_argument("test", choices=LABELLED_ORDER[1:], help="the round to score; the parts labelled before it are fitted")
     ap.add_argument("epochs", type=int, nargs="?", default=2)
     ap.add_argument("inputs", nargs="?", choices=("rules",), help="start each input with the default judge's verdict")
     args = ap.parse_args()
@@ -47,7 +46,7 @@ def main() -> None:
     random.seed(0)
     np.random.seed(0)
     torch.set_num_threads(2)
-    train_parts = ORDER[: ORDER.index(args.test)]
+    train_parts = LABELLED_ORDER[: LABELLED_ORDER.index(args.test)]
     rows = [r for r in load_set(part="dev") if r["judge_split"] in [*train_parts, args.test]]
     v0 = [j.verdict for j in get_judge("default").judge([r["request"] or "" for r in rows], [r["completion"] for r in rows])]
     folder = embedding_model_dir()

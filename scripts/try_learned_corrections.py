@@ -33,7 +33,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from judge_accuracy import CLASSES, ROUNDS, load_set  # noqa: E402
+from judge_accuracy import CLASSES, LABELLED_ORDER, load_set  # noqa: E402
 
 from mosr.judges import get_judge  # noqa: E402
 from mosr.judges.coherence import CoherenceCheck, word_statistics  # noqa: E402
@@ -41,7 +41,6 @@ from mosr.judges.embedding import get_embedder  # noqa: E402
 from mosr.judges.gibberish import gibberish_reason  # noqa: E402
 from mosr.judges.keyword import load_keyword_rules  # noqa: E402
 
-ORDER = ["judge-train"] + [part for part, _, _ in ROUNDS]  # the order the parts were labelled in
 DANGLING = frozenset("a an the of to and or with for in on is are can by that as".split())
 
 
@@ -72,17 +71,20 @@ def corrector() -> None:
         return out
 
     for test in ("judge-test-10", "judge-test-11"):
-        train = ORDER[: ORDER.index(test)]
+        train = LABELLED_ORDER[: LABELLED_ORDER.index(test)]
         best = None
         for c in (0.1, 0.3, 1.0, 3.0):
-            folds = [(LogisticRegression(C=c, max_iter=3000).fit(x[np.isin(part, [q for q in train if q != p])], y[np.isin(part, [q for q in train if q != p])]),
-                      np.where(part == p)[0]) for p in train]
+            folds = []
+            for held in train:
+                fit_rows = np.isin(part, [q for q in train if q != held])
+                folds.append((LogisticRegression(C=c, max_iter=3000).fit(x[fit_rows], y[fit_rows]), np.where(part == held)[0]))
             for t in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
                 gain = sum(int((corrected(m, te, t) == y[te]).sum() - (v0[te] == y[te]).sum()) for m, te in folds)
                 if best is None or (gain, t, -c) > best[0]:
                     best = ((gain, t, -c), c, t)
         (gain, _, _), c, t = best
-        model = LogisticRegression(C=c, max_iter=3000).fit(x[np.isin(part, train)], y[np.isin(part, train)])
+        fit_rows = np.isin(part, train)
+        model = LogisticRegression(C=c, max_iter=3000).fit(x[fit_rows], y[fit_rows])
         te = np.where(part == test)[0]
         out = corrected(model, te, t)
         print(f"\n{test}: fitted on {', '.join(train)}; chosen C={c}, t={t} (cross-validated gain {gain:+d})")
